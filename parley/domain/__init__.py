@@ -1,0 +1,1 @@
+"""The rules of the messenger, with no I/O: values in, values out."""
