@@ -1,0 +1,82 @@
+"""Configuration from environment variables (PARLEY_*) and an optional TOML file.
+
+Environment variables win over the file, the file over the defaults. Every
+default is safe for one machine: loopback only, data under ./data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    media_dir: Path | None = None
+
+    # Tokens: HS256 with a shared secret, or RS256/ES256 with a public key.
+    jwt_secret: str = ""
+    jwt_public_key_file: Path | None = None
+    jwt_algorithms: list[str] = ["HS256"]
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_s: int = Field(30, ge=0)
+
+    max_text_characters: int = Field(2000, ge=1)
+    max_images_per_message: int = Field(3, ge=0)
+    max_image_bytes: int = Field(1_048_576, ge=1)
+    max_image_pixels: int = Field(36_000_000, ge=1)
+    max_group_members: int = Field(1024, ge=2)
+    max_frame_bytes: int = Field(65_536, ge=1024)
+
+    heartbeat_interval_s: float = Field(20.0, gt=0)
+    heartbeat_timeout_s: float = Field(20.0, gt=0)
+    send_queue_frames: int = Field(1000, ge=1)
+    send_timeout_s: float = Field(10.0, gt=0)
+    catch_up_page: int = Field(500, ge=1)
+
+    log_level: str = "info"
+    log_format: str = Field("json", pattern="^(json|console)$")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'parley.db'}"
+
+    @property
+    def resolved_media_dir(self) -> Path:
+        return self.media_dir or self.data_dir / "media"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        config_file = os.environ.get("PARLEY_CONFIG")
+        if config_file:
+            sources += (TomlConfigSettingsSource(settings_cls, Path(config_file)),)
+        return sources
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment and PARLEY_CONFIG, then ``overrides``."""
+    return Settings(**overrides)
