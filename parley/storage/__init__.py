@@ -1,0 +1,1 @@
+"""Durable storage: the one source of truth that catch-up reads from."""

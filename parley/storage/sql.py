@@ -1,0 +1,1098 @@
+"""The SQL store: every named transaction of Parley, on SQLite or PostgreSQL.
+
+Each write transaction checks the rules of ``parley.domain``, changes the
+tables, and appends to the log of every user who must hear of the change; the
+events it returns are published only after the commit (store first, then
+notify). The sequence of a chat and the cursor of a user's log are allocated
+by ``UPDATE ... RETURNING`` inside the same transaction, so they have no gaps
+and commit in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import orjson
+from sqlalchemy import and_, event, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from parley.domain import reads
+from parley.domain.chats import (
+    ChatKind,
+    Membership,
+    Role,
+    check_can_manage_members,
+    check_group_size,
+    next_admin,
+    private_chat_key,
+)
+from parley.domain.messages import Event, EventKind, Message, encode
+from parley.errors import BadRequest, Conflict, Forbidden, Unavailable, chat_not_found
+from parley.storage.schema import (
+    chats,
+    devices,
+    events,
+    media,
+    media_uploads,
+    members,
+    message_media,
+    messages,
+    users,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatView:
+    """A chat as one member sees it."""
+
+    chat_id: int
+    kind: str
+    title: str | None
+    admin_id: str | None
+    last_seq: int
+    member: Membership
+    last_message: Message | None
+    member_ids: list[str]
+
+    @property
+    def unread_count(self) -> int:
+        return reads.unread_count(self.member, self.last_seq)
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.chat_id,
+            "kind": self.kind,
+            "title": self.title,
+            "admin_id": self.admin_id,
+            "members": self.member_ids,
+            "last_seq": self.member.visible_last(self.last_seq),
+            "read_seq": self.member.read_seq,
+            "unread_count": self.unread_count,
+            "active": self.member.active,
+            "last_message": self.last_message.preview() if self.last_message else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRecord:
+    media_id: str
+    content_type: str
+    bytes: int
+    width: int
+    height: int
+    frames: int
+    thumbnail_bytes: int
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.media_id,
+            "content_type": self.content_type,
+            "bytes": self.bytes,
+            "width": self.width,
+            "height": self.height,
+            "frames": self.frames,
+        }
+
+
+class SqlStore:
+    """Named transactions over one SQLAlchemy engine (two for SQLite)."""
+
+    def __init__(self, url: str, clock: Clock, *, max_group_members: int) -> None:
+        self._url = url
+        self._clock = clock
+        self._max_group_members = max_group_members
+        self._is_sqlite = url.startswith("sqlite")
+        self._write_lock = asyncio.Lock()
+        self._writer: AsyncEngine | None = None
+        self._reader: AsyncEngine | None = None
+
+    # -- life cycle -------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._is_sqlite:
+            self._writer = _sqlite_engine(
+                self._url, pool_size=1, begin="BEGIN IMMEDIATE"
+            )
+            self._reader = _sqlite_engine(self._url, pool_size=4, begin="BEGIN")
+        else:
+            self._writer = create_async_engine(
+                self._url, pool_size=10, pool_pre_ping=True
+            )
+            self._reader = self._writer
+
+    async def close(self) -> None:
+        for engine in {self._writer, self._reader}:
+            if engine is not None:
+                await engine.dispose()
+
+    async def check(self) -> None:
+        """Raise Unavailable unless the database answers."""
+        async with self._read() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        assert self._writer is not None
+        lock = self._write_lock if self._is_sqlite else _no_lock()
+        async with lock, _translated_errors(), self._writer.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        assert self._reader is not None
+        async with _translated_errors(), self._reader.connect() as conn:
+            yield conn
+
+    # -- devices and the event log ----------------------------------------
+
+    async def connect_device(self, user_id: str, device_id: str) -> int:
+        """Record the device and return the cursor it last acknowledged."""
+        now = self._clock()
+        async with self._write() as conn:
+            await _ensure_users(conn, [user_id], self._is_sqlite)
+            await conn.execute(
+                _insert_ignore(devices, self._is_sqlite).values(
+                    user_id=user_id,
+                    device_id=device_id,
+                    acked_cursor=0,
+                    first_seen_at_ms=now,
+                    last_seen_at_ms=now,
+                )
+            )
+            acked = await conn.scalar(
+                select(devices.c.acked_cursor).where(
+                    devices.c.user_id == user_id, devices.c.device_id == device_id
+                )
+            )
+        return int(acked or 0)
+
+    async def record_last_seen(self, user_id: str, device_id: str | None) -> int:
+        now = self._clock()
+        async with self._write() as conn:
+            await conn.execute(
+                update(users)
+                .where(users.c.user_id == user_id)
+                .values(last_seen_at_ms=now)
+            )
+            if device_id is not None:
+                await conn.execute(
+                    update(devices)
+                    .where(
+                        devices.c.user_id == user_id, devices.c.device_id == device_id
+                    )
+                    .values(last_seen_at_ms=now)
+                )
+        return now
+
+    async def last_seen(self, user_id: str) -> int | None:
+        async with self._read() as conn:
+            return await conn.scalar(
+                select(users.c.last_seen_at_ms).where(users.c.user_id == user_id)
+            )
+
+    async def last_cursor(self, user_id: str) -> int:
+        async with self._read() as conn:
+            cursor = await conn.scalar(
+                select(users.c.last_cursor).where(users.c.user_id == user_id)
+            )
+        return int(cursor or 0)
+
+    async def events_after(self, user_id: str, cursor: int, limit: int) -> list[Event]:
+        """The user's events after ``cursor``, oldest first."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(events.c.cursor, events.c.kind, events.c.payload)
+                .where(events.c.user_id == user_id, events.c.cursor > cursor)
+                .order_by(events.c.cursor)
+                .limit(limit)
+            )
+            return [Event(user_id, row.cursor, row.kind, row.payload) for row in rows]
+
+    async def ack(self, user_id: str, device_id: str, cursor: int) -> list[Event]:
+        """A device has everything up to ``cursor``: record delivery receipts."""
+        async with self._write() as conn:
+            last_cursor, delivered_cursor = (
+                await conn.execute(
+                    select(users.c.last_cursor, users.c.delivered_cursor).where(
+                        users.c.user_id == user_id
+                    )
+                )
+            ).one()
+            if cursor > last_cursor:
+                raise BadRequest(
+                    "cursor_out_of_range",
+                    f"Cursor {cursor} is past the newest event ({last_cursor}).",
+                )
+
+            await conn.execute(
+                update(devices)
+                .where(
+                    devices.c.user_id == user_id,
+                    devices.c.device_id == device_id,
+                    devices.c.acked_cursor < cursor,
+                )
+                .values(acked_cursor=cursor)
+            )
+            if cursor <= delivered_cursor:
+                return []
+
+            await conn.execute(
+                update(users)
+                .where(users.c.user_id == user_id)
+                .values(delivered_cursor=cursor)
+            )
+            return await self._deliver_up_to(conn, user_id, delivered_cursor, cursor)
+
+    async def _deliver_up_to(
+        self, conn: AsyncConnection, user_id: str, after: int, up_to: int
+    ) -> list[Event]:
+        newest_by_chat = await conn.execute(
+            select(events.c.chat_id, func.max(events.c.message_seq).label("seq"))
+            .where(
+                events.c.user_id == user_id,
+                events.c.cursor > after,
+                events.c.cursor <= up_to,
+                events.c.kind == EventKind.MESSAGE,
+                events.c.sender_id != user_id,
+            )
+            .group_by(events.c.chat_id)
+        )
+        receipts: list[Event] = []
+        for chat_id, seq in newest_by_chat.all():
+            member = await _membership(conn, chat_id, user_id)
+            if member is None or seq <= member.delivered_seq:
+                continue
+            await conn.execute(
+                update(members)
+                .where(members.c.chat_id == chat_id, members.c.user_id == user_id)
+                .values(delivered_seq=seq)
+            )
+            receipts += await self._receipts_to_senders(
+                conn, chat_id, user_id, member.delivered_seq, seq, member.read_seq, seq
+            )
+        return receipts
+
+    async def _receipts_to_senders(
+        self,
+        conn: AsyncConnection,
+        chat_id: int,
+        recipient_id: str,
+        after: int,
+        up_to: int,
+        read_seq: int,
+        delivered_seq: int,
+    ) -> list[Event]:
+        senders = await conn.scalars(
+            select(messages.c.sender_id)
+            .distinct()
+            .where(
+                messages.c.chat_id == chat_id,
+                messages.c.seq > after,
+                messages.c.seq <= up_to,
+                messages.c.sender_id != recipient_id,
+            )
+        )
+        body = encode(
+            {
+                "chat_id": chat_id,
+                "user_id": recipient_id,
+                "delivered_seq": delivered_seq,
+                "read_seq": read_seq,
+            }
+        )
+        return await self._append(
+            conn, sorted(senders.all()), EventKind.RECEIPT, chat_id, body
+        )
+
+    async def _append(
+        self,
+        conn: AsyncConnection,
+        user_ids: list[str],
+        kind: str,
+        chat_id: int,
+        body: bytes,
+        *,
+        message_seq: int | None = None,
+        sender_id: str | None = None,
+        sent_at_ms: int | None = None,
+    ) -> list[Event]:
+        """Append one fact to the logs of ``user_ids``; return their events."""
+        if not user_ids:
+            return []
+        await _ensure_users(conn, user_ids, self._is_sqlite)
+
+        cursors = await conn.execute(
+            update(users)
+            .where(users.c.user_id.in_(user_ids))
+            .values(last_cursor=users.c.last_cursor + 1)
+            .returning(users.c.user_id, users.c.last_cursor)
+        )
+        appended = [
+            Event(user_id, cursor, kind, body, sent_at_ms)
+            for user_id, cursor in cursors
+        ]
+
+        now = self._clock()
+        await conn.execute(
+            events.insert(),
+            [
+                {
+                    "user_id": event.user_id,
+                    "cursor": event.cursor,
+                    "kind": kind,
+                    "chat_id": chat_id,
+                    "message_seq": message_seq,
+                    "sender_id": sender_id,
+                    "payload": body,
+                    "created_at_ms": now,
+                }
+                for event in appended
+            ],
+        )
+        return appended
+
+    # -- chats ------------------------------------------------------------
+
+    async def open_private_chat(
+        self, user_id: str, other_id: str
+    ) -> tuple[ChatView, list[Event]]:
+        """The private chat of two users, created on first asking."""
+        key = private_chat_key(user_id, other_id)
+        async with self._write() as conn:
+            chat_id = await conn.scalar(
+                select(chats.c.id).where(chats.c.private_key == key)
+            )
+            appended: list[Event] = []
+            if chat_id is None:
+                chat_id = await self._insert_chat(
+                    conn, ChatKind.PRIVATE, None, None, key
+                )
+                await self._insert_members(
+                    conn, chat_id, [user_id, other_id], Role.MEMBER
+                )
+                appended = await self._announce_created(conn, chat_id, user_id)
+            view = await _chat_view(conn, chat_id, user_id)
+        assert view is not None
+        return view, appended
+
+    async def create_group(
+        self, creator_id: str, title: str, member_ids: list[str]
+    ) -> tuple[ChatView, list[Event]]:
+        others = sorted(set(member_ids) - {creator_id})
+        check_group_size(len(others) + 1, self._max_group_members)
+
+        async with self._write() as conn:
+            chat_id = await self._insert_chat(
+                conn, ChatKind.GROUP, title, creator_id, None
+            )
+            await self._insert_members(conn, chat_id, [creator_id], Role.ADMIN)
+            await self._insert_members(conn, chat_id, others, Role.MEMBER)
+            appended = await self._announce_created(conn, chat_id, creator_id)
+            view = await _chat_view(conn, chat_id, creator_id)
+        assert view is not None
+        return view, appended
+
+    async def add_member(
+        self, actor_id: str, chat_id: int, user_id: str
+    ) -> tuple[ChatView, list[Event]]:
+        async with self._write() as conn:
+            kind, actor = await _acting_member(conn, chat_id, actor_id)
+            check_can_manage_members(kind, actor)
+
+            existing = await _membership(conn, chat_id, user_id)
+            if existing is not None and existing.active:
+                raise Conflict("already_member", f"{user_id} is already a member.")
+            active = await _active_member_ids(conn, chat_id)
+            check_group_size(len(active) + 1, self._max_group_members)
+
+            if existing is not None:
+                await conn.execute(
+                    members.delete().where(
+                        members.c.chat_id == chat_id, members.c.user_id == user_id
+                    )
+                )
+            await self._insert_members(conn, chat_id, [user_id], Role.MEMBER)
+            appended = await self._announce_members(
+                conn, chat_id, [user_id], "added", actor_id
+            )
+            view = await _chat_view(conn, chat_id, actor_id)
+        assert view is not None
+        return view, appended
+
+    async def remove_member(
+        self, actor_id: str, chat_id: int, user_id: str
+    ) -> list[Event]:
+        """The admin removes a member, or a member leaves (actor is the user)."""
+        async with self._write() as conn:
+            kind, actor = await _acting_member(conn, chat_id, actor_id)
+            if actor_id != user_id:
+                check_can_manage_members(kind, actor)
+            elif kind == ChatKind.PRIVATE:
+                raise Forbidden("private_chat", "A private chat cannot be left.")
+
+            target = await _membership(conn, chat_id, user_id)
+            if target is None or not target.active:
+                raise BadRequest(
+                    "not_member", f"{user_id} is not a member of this chat."
+                )
+
+            last_seq = await conn.scalar(
+                select(chats.c.last_seq).where(chats.c.id == chat_id)
+            )
+            await conn.execute(
+                update(members)
+                .where(members.c.chat_id == chat_id, members.c.user_id == user_id)
+                .values(left_at=last_seq, role=Role.MEMBER.value)
+            )
+            change = "left" if actor_id == user_id else "removed"
+            appended = await self._announce_members(
+                conn, chat_id, [user_id], change, actor_id
+            )
+            if target.role is Role.ADMIN:
+                appended += await self._hand_over_admin(conn, chat_id)
+        return appended
+
+    async def _hand_over_admin(
+        self, conn: AsyncConnection, chat_id: int
+    ) -> list[Event]:
+        remaining = await _memberships(conn, chat_id)
+        successor = next_admin(remaining)
+        admin_id = successor.user_id if successor else None
+        await conn.execute(
+            update(chats).where(chats.c.id == chat_id).values(admin_id=admin_id)
+        )
+        if successor is None:
+            return []
+        await conn.execute(
+            update(members)
+            .where(members.c.chat_id == chat_id, members.c.user_id == admin_id)
+            .values(role=Role.ADMIN.value)
+        )
+        return await self._announce_members(
+            conn, chat_id, [admin_id], "admin", admin_id
+        )
+
+    async def _insert_chat(
+        self,
+        conn: AsyncConnection,
+        kind: ChatKind,
+        title: str | None,
+        admin_id: str | None,
+        private_key: str | None,
+    ) -> int:
+        result = await conn.execute(
+            chats.insert()
+            .values(
+                kind=kind.value,
+                title=title,
+                admin_id=admin_id,
+                private_key=private_key,
+                last_seq=0,
+                created_at_ms=self._clock(),
+            )
+            .returning(chats.c.id)
+        )
+        return int(result.scalar_one())
+
+    async def _insert_members(
+        self, conn: AsyncConnection, chat_id: int, user_ids: list[str], role: Role
+    ) -> None:
+        if not user_ids:
+            return
+        last_seq = await conn.scalar(
+            select(chats.c.last_seq).where(chats.c.id == chat_id)
+        )
+        now = self._clock()
+        await conn.execute(
+            members.insert(),
+            [
+                {
+                    "chat_id": chat_id,
+                    "user_id": user_id,
+                    "role": role.value,
+                    "joined_after": last_seq,
+                    "left_at": None,
+                    "read_seq": last_seq,
+                    "delivered_seq": last_seq,
+                    "joined_at_ms": now,
+                }
+                for user_id in user_ids
+            ],
+        )
+
+    async def _announce_created(
+        self, conn: AsyncConnection, chat_id: int, by: str
+    ) -> list[Event]:
+        """Tell every member of a new chat, once each, who is in it."""
+        member_ids = sorted(await _active_member_ids(conn, chat_id))
+        chat = (await conn.execute(select(chats).where(chats.c.id == chat_id))).one()
+        body = encode(
+            {
+                "chat_id": chat_id,
+                "change": "created",
+                "by": by,
+                "members": member_ids,
+                "chat_kind": chat.kind,
+                "title": chat.title,
+                "admin_id": chat.admin_id,
+            }
+        )
+        return await self._append(conn, member_ids, EventKind.MEMBER, chat_id, body)
+
+    async def _announce_members(
+        self,
+        conn: AsyncConnection,
+        chat_id: int,
+        changed: list[str],
+        change: str,
+        by: str,
+    ) -> list[Event]:
+        """Tell the active members and the changed users of a membership change."""
+        audience = sorted(set(await _active_member_ids(conn, chat_id)) | set(changed))
+        chat = (await conn.execute(select(chats).where(chats.c.id == chat_id))).one()
+        appended: list[Event] = []
+        for user_id in changed:
+            body = encode(
+                {
+                    "chat_id": chat_id,
+                    "user_id": user_id,
+                    "change": change,
+                    "by": by,
+                    "chat_kind": chat.kind,
+                    "title": chat.title,
+                    "admin_id": chat.admin_id,
+                }
+            )
+            appended += await self._append(
+                conn, audience, EventKind.MEMBER, chat_id, body
+            )
+        return appended
+
+    async def chat(self, user_id: str, chat_id: int) -> ChatView:
+        async with self._read() as conn:
+            view = await _chat_view(conn, chat_id, user_id)
+        if view is None:
+            raise chat_not_found(chat_id)
+        return view
+
+    async def chats(self, user_id: str, limit: int = 500) -> list[ChatView]:
+        """The user's chats, most recent activity first."""
+        async with self._read() as conn:
+            chat_ids = await conn.scalars(
+                select(members.c.chat_id).where(members.c.user_id == user_id)
+            )
+            views = [
+                await _chat_view(conn, chat_id, user_id) for chat_id in chat_ids.all()
+            ]
+        present = [view for view in views if view is not None]
+        present.sort(key=_activity, reverse=True)
+        return present[:limit]
+
+    # -- messages ---------------------------------------------------------
+
+    async def send(
+        self,
+        sender_id: str,
+        chat_id: int,
+        client_id: str,
+        text_: str | None,
+        media_ids: list[str],
+    ) -> tuple[Message, bool, list[Event]]:
+        """Store a message; a known client id gives back the stored one."""
+        async with self._write() as conn:
+            sender = await _membership(conn, chat_id, sender_id)
+            if sender is None or not sender.active:
+                raise chat_not_found(chat_id)
+
+            stored = await _message_by_client_id(conn, chat_id, sender_id, client_id)
+            if stored is not None:
+                return stored, False, []
+
+            images = await self._uploaded_images(conn, sender_id, media_ids)
+            seq = await conn.scalar(
+                update(chats)
+                .where(chats.c.id == chat_id)
+                .values(last_seq=chats.c.last_seq + 1)
+                .returning(chats.c.last_seq)
+            )
+            message = Message(
+                chat_id, int(seq), sender_id, client_id, text_, images, self._clock()
+            )
+            await self._insert_message(conn, message, media_ids)
+            appended = await self._fan_out_message(conn, message, sender)
+        return message, True, appended
+
+    async def _uploaded_images(
+        self, conn: AsyncConnection, sender_id: str, media_ids: list[str]
+    ) -> list[dict]:
+        if not media_ids:
+            return []
+        rows = await conn.execute(
+            select(media)
+            .join(media_uploads, media_uploads.c.media_id == media.c.id)
+            .where(media_uploads.c.uploader_id == sender_id, media.c.id.in_(media_ids))
+        )
+        found = {row.id: _media_record(row).to_dict() for row in rows}
+        missing = [media_id for media_id in media_ids if media_id not in found]
+        if missing:
+            raise BadRequest(
+                "unknown_image",
+                f"Image {missing[0]} was not uploaded by you; upload it first.",
+            )
+        return [found[media_id] for media_id in media_ids]
+
+    async def _insert_message(
+        self, conn: AsyncConnection, message: Message, media_ids: list[str]
+    ) -> None:
+        await conn.execute(
+            messages.insert().values(
+                chat_id=message.chat_id,
+                seq=message.seq,
+                sender_id=message.sender_id,
+                client_id=message.client_id,
+                text=message.text,
+                images=orjson.dumps(message.images).decode()
+                if message.images
+                else None,
+                sent_at_ms=message.sent_at_ms,
+            )
+        )
+        if media_ids:
+            await conn.execute(
+                message_media.insert(),
+                [
+                    {
+                        "chat_id": message.chat_id,
+                        "seq": message.seq,
+                        "position": position,
+                        "media_id": media_id,
+                    }
+                    for position, media_id in enumerate(media_ids)
+                ],
+            )
+
+    async def _fan_out_message(
+        self, conn: AsyncConnection, message: Message, sender: Membership
+    ) -> list[Event]:
+        # Sending reads the chat up to the message for its sender.
+        await conn.execute(
+            update(members)
+            .where(
+                members.c.chat_id == message.chat_id,
+                members.c.user_id == sender.user_id,
+            )
+            .values(read_seq=message.seq, delivered_seq=message.seq)
+        )
+        recipients = await _active_member_ids(conn, message.chat_id)
+        return await self._append(
+            conn,
+            recipients,
+            EventKind.MESSAGE,
+            message.chat_id,
+            encode({"message": message.to_dict()}),
+            message_seq=message.seq,
+            sender_id=message.sender_id,
+            sent_at_ms=message.sent_at_ms,
+        )
+
+    async def history(
+        self,
+        user_id: str,
+        chat_id: int,
+        *,
+        before: int | None,
+        after: int | None,
+        limit: int,
+    ) -> list[Message]:
+        """A page of the messages the member may see, in sequence order."""
+        async with self._read() as conn:
+            member = await _membership(conn, chat_id, user_id)
+            if member is None:
+                raise chat_not_found(chat_id)
+
+            window = [
+                messages.c.chat_id == chat_id,
+                messages.c.seq > member.joined_after,
+            ]
+            if member.left_at is not None:
+                window.append(messages.c.seq <= member.left_at)
+            query = select(messages).where(*window)
+            if after is not None:
+                query = query.where(messages.c.seq > after).order_by(messages.c.seq)
+            else:
+                if before is not None:
+                    query = query.where(messages.c.seq < before)
+                query = query.order_by(messages.c.seq.desc())
+            rows = (await conn.execute(query.limit(limit))).all()
+
+        page = [_message(row) for row in rows]
+        page.sort(key=lambda message: message.seq)
+        return page
+
+    async def read(
+        self, user_id: str, chat_id: int, seq: object
+    ) -> tuple[Membership, int, list[Event]]:
+        """Move the member's read position forward; tell devices and senders."""
+        async with self._write() as conn:
+            member = await _membership(conn, chat_id, user_id)
+            if member is None:
+                raise chat_not_found(chat_id)
+            last_seq = await conn.scalar(
+                select(chats.c.last_seq).where(chats.c.id == chat_id)
+            )
+            target = reads.check_read_target(member, seq, last_seq)
+
+            read_seq = reads.advance(member.read_seq, target)
+            if read_seq == member.read_seq:
+                return member, last_seq, []
+
+            delivered_seq = reads.advance(member.delivered_seq, read_seq)
+            await conn.execute(
+                update(members)
+                .where(members.c.chat_id == chat_id, members.c.user_id == user_id)
+                .values(read_seq=read_seq, delivered_seq=delivered_seq)
+            )
+            moved = _replace(member, read_seq=read_seq, delivered_seq=delivered_seq)
+            appended = await self._append(
+                conn,
+                [user_id],
+                EventKind.READ,
+                chat_id,
+                encode(
+                    {
+                        "chat_id": chat_id,
+                        "read_seq": read_seq,
+                        "unread_count": reads.unread_count(moved, last_seq),
+                    }
+                ),
+            )
+            appended += await self._receipts_to_senders(
+                conn,
+                chat_id,
+                user_id,
+                member.read_seq,
+                read_seq,
+                read_seq,
+                delivered_seq,
+            )
+        return moved, last_seq, appended
+
+    async def receipts(
+        self, user_id: str, chat_id: int, seq: int
+    ) -> tuple[Message, list]:
+        """Sent, delivered or read, for every other member who can see ``seq``."""
+        async with self._read() as conn:
+            member = await _membership(conn, chat_id, user_id)
+            if member is None or not member.sees(seq):
+                raise chat_not_found(chat_id)
+            row = (
+                await conn.execute(
+                    select(messages).where(
+                        messages.c.chat_id == chat_id, messages.c.seq == seq
+                    )
+                )
+            ).one_or_none()
+            if row is None:
+                raise chat_not_found(chat_id)
+            message = _message(row)
+            others = [
+                other
+                for other in await _memberships(conn, chat_id)
+                if other.user_id != message.sender_id and other.sees(seq)
+            ]
+        return message, [
+            {
+                "user_id": other.user_id,
+                "state": reads.receipt_state(seq, other.delivered_seq, other.read_seq),
+            }
+            for other in others
+        ]
+
+    # -- media ------------------------------------------------------------
+
+    async def record_media(self, uploader_id: str, record: MediaRecord) -> None:
+        now = self._clock()
+        async with self._write() as conn:
+            await conn.execute(
+                _insert_ignore(media, self._is_sqlite).values(
+                    id=record.media_id,
+                    content_type=record.content_type,
+                    bytes=record.bytes,
+                    width=record.width,
+                    height=record.height,
+                    frames=record.frames,
+                    thumbnail_bytes=record.thumbnail_bytes,
+                    created_at_ms=now,
+                )
+            )
+            await conn.execute(
+                _insert_ignore(media_uploads, self._is_sqlite).values(
+                    uploader_id=uploader_id,
+                    media_id=record.media_id,
+                    uploaded_at_ms=now,
+                )
+            )
+
+    async def media_for(self, user_id: str, media_id: str) -> MediaRecord | None:
+        """The image, if the user uploaded it or can see a message that holds it."""
+        async with self._read() as conn:
+            row = (
+                await conn.execute(select(media).where(media.c.id == media_id))
+            ).one_or_none()
+            if row is None:
+                return None
+            if await _may_download(conn, user_id, media_id):
+                return _media_record(row)
+        return None
+
+    # -- presence ---------------------------------------------------------
+
+    async def contacts(self, user_id: str) -> list[str]:
+        """The users who share an active chat with ``user_id``."""
+        mine = select(members.c.chat_id).where(
+            members.c.user_id == user_id, members.c.left_at.is_(None)
+        )
+        async with self._read() as conn:
+            others = await conn.scalars(
+                select(members.c.user_id)
+                .distinct()
+                .where(
+                    members.c.chat_id.in_(mine),
+                    members.c.left_at.is_(None),
+                    members.c.user_id != user_id,
+                )
+            )
+            return sorted(others.all())
+
+
+# -- helpers shared by the transactions -------------------------------------
+
+
+def _sqlite_engine(url: str, *, pool_size: int, begin: str) -> AsyncEngine:
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=0, connect_args={"timeout": 30}
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # noqa: ANN001
+        # Let SQLAlchemy, not the driver, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+@asynccontextmanager
+async def _no_lock() -> AsyncIterator[None]:
+    yield
+
+
+@asynccontextmanager
+async def _translated_errors() -> AsyncIterator[None]:
+    """Turn a database that cannot answer into a refusal a client understands."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except (OperationalError, DBAPIError, OSError) as error:
+        log.error("storage unavailable: %s", type(error).__name__, exc_info=error)
+        raise Unavailable(
+            "storage_unavailable", "Storage is unavailable; nothing was changed."
+        ) from None
+
+
+def _insert_ignore(table, is_sqlite: bool):  # noqa: ANN001, ANN202
+    dialect = sqlite if is_sqlite else postgresql
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+async def _ensure_users(
+    conn: AsyncConnection, user_ids: list[str], is_sqlite: bool
+) -> None:
+    await conn.execute(
+        _insert_ignore(users, is_sqlite),
+        [
+            {"user_id": user_id, "last_cursor": 0, "delivered_cursor": 0}
+            for user_id in user_ids
+        ],
+    )
+
+
+def _membership_from(row) -> Membership:  # noqa: ANN001
+    return Membership(
+        chat_id=row.chat_id,
+        user_id=row.user_id,
+        role=Role(row.role),
+        joined_after=row.joined_after,
+        left_at=row.left_at,
+        read_seq=row.read_seq,
+        delivered_seq=row.delivered_seq,
+    )
+
+
+def _replace(member: Membership, **changes: int) -> Membership:
+    values = {field: getattr(member, field) for field in Membership.__slots__}
+    values.update(changes)
+    return Membership(**values)
+
+
+async def _membership(
+    conn: AsyncConnection, chat_id: int, user_id: str
+) -> Membership | None:
+    row = (
+        await conn.execute(
+            select(members).where(
+                members.c.chat_id == chat_id, members.c.user_id == user_id
+            )
+        )
+    ).one_or_none()
+    return None if row is None else _membership_from(row)
+
+
+async def _memberships(conn: AsyncConnection, chat_id: int) -> list[Membership]:
+    rows = await conn.execute(select(members).where(members.c.chat_id == chat_id))
+    return [_membership_from(row) for row in rows]
+
+
+async def _active_member_ids(conn: AsyncConnection, chat_id: int) -> list[str]:
+    rows = await conn.scalars(
+        select(members.c.user_id).where(
+            members.c.chat_id == chat_id, members.c.left_at.is_(None)
+        )
+    )
+    return list(rows.all())
+
+
+async def _acting_member(
+    conn: AsyncConnection, chat_id: int, actor_id: str
+) -> tuple[ChatKind, Membership]:
+    actor = await _membership(conn, chat_id, actor_id)
+    if actor is None or not actor.active:
+        raise chat_not_found(chat_id)
+    kind = await conn.scalar(select(chats.c.kind).where(chats.c.id == chat_id))
+    return ChatKind(kind), actor
+
+
+def _message(row) -> Message:  # noqa: ANN001
+    return Message(
+        chat_id=row.chat_id,
+        seq=row.seq,
+        sender_id=row.sender_id,
+        client_id=row.client_id,
+        text=row.text,
+        images=orjson.loads(row.images) if row.images else [],
+        sent_at_ms=row.sent_at_ms,
+    )
+
+
+async def _message_by_client_id(
+    conn: AsyncConnection, chat_id: int, sender_id: str, client_id: str
+) -> Message | None:
+    row = (
+        await conn.execute(
+            select(messages).where(
+                messages.c.chat_id == chat_id,
+                messages.c.sender_id == sender_id,
+                messages.c.client_id == client_id,
+            )
+        )
+    ).one_or_none()
+    return None if row is None else _message(row)
+
+
+async def _chat_view(
+    conn: AsyncConnection, chat_id: int, user_id: str
+) -> ChatView | None:
+    member = await _membership(conn, chat_id, user_id)
+    if member is None:
+        return None
+    chat = (await conn.execute(select(chats).where(chats.c.id == chat_id))).one()
+
+    visible_last = member.visible_last(chat.last_seq)
+    last_message = None
+    if visible_last > member.joined_after:
+        row = (
+            await conn.execute(
+                select(messages).where(
+                    messages.c.chat_id == chat_id, messages.c.seq == visible_last
+                )
+            )
+        ).one_or_none()
+        last_message = None if row is None else _message(row)
+
+    member_ids = await _active_member_ids(conn, chat_id)
+    return ChatView(
+        chat_id=chat.id,
+        kind=chat.kind,
+        title=chat.title,
+        admin_id=chat.admin_id,
+        last_seq=chat.last_seq,
+        member=member,
+        last_message=last_message,
+        member_ids=sorted(member_ids),
+    )
+
+
+def _activity(view: ChatView) -> tuple[int, int]:
+    if view.last_message is not None:
+        return view.last_message.sent_at_ms, view.chat_id
+    return 0, view.chat_id
+
+
+def _media_record(row) -> MediaRecord:  # noqa: ANN001
+    return MediaRecord(
+        media_id=row.id,
+        content_type=row.content_type,
+        bytes=row.bytes,
+        width=row.width,
+        height=row.height,
+        frames=row.frames,
+        thumbnail_bytes=row.thumbnail_bytes,
+    )
+
+
+async def _may_download(conn: AsyncConnection, user_id: str, media_id: str) -> bool:
+    uploaded = await conn.scalar(
+        select(media_uploads.c.media_id).where(
+            media_uploads.c.uploader_id == user_id, media_uploads.c.media_id == media_id
+        )
+    )
+    if uploaded is not None:
+        return True
+
+    held_in_visible_message = await conn.scalar(
+        select(message_media.c.seq)
+        .join(
+            members,
+            and_(
+                members.c.chat_id == message_media.c.chat_id,
+                members.c.user_id == user_id,
+            ),
+        )
+        .where(
+            message_media.c.media_id == media_id,
+            message_media.c.seq > members.c.joined_after,
+            or_(members.c.left_at.is_(None), message_media.c.seq <= members.c.left_at),
+        )
+        .limit(1)
+    )
+    return held_in_visible_message is not None
