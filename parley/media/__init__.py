@@ -1,0 +1,1 @@
+"""Media: checking and cleaning uploaded images, and storing their bytes."""
