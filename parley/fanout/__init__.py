@@ -1,0 +1,1 @@
+"""Fan-out between server nodes: a hint that a user has something new to read."""

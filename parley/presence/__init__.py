@@ -1,0 +1,1 @@
+"""Presence: which users hold a live connection on some device."""

@@ -1,0 +1,342 @@
+"""The WebSocket gateway: holds the live connections of this node's devices.
+
+A connection starts with a ``hello`` frame that carries the device's cursor
+(and its token, when the upgrade request had none). The gateway then sends
+everything in the user's log after that cursor, from the store, and after a
+``synced`` frame goes on with live events as the fan-out hints at them. One
+task per connection writes frames, in cursor order: an event that would leave
+a gap sends the pump back to the store, so nothing is lost or doubled.
+
+A device that reads too slowly fills its bounded queue and is cut off, and so
+is one whose socket accepts nothing for ``send_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+
+import structlog
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from parley import metrics
+from parley.auth import Identity, TokenVerifier
+from parley.config import Settings
+from parley.domain.messages import Event, EventKind, encode
+from parley.domain.protocol import Ack, Hello, Ping, Read, Send, parse_frame
+from parley.errors import BadRequest, ParleyError
+from parley.server.messenger import Messenger
+
+log = structlog.get_logger(__name__)
+
+HELLO_TIMEOUT_S = 10.0
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+CLOSE_RESTART = 1012
+CLOSE_TOO_SLOW = 4008
+CLOSE_REPLACED = 4009
+
+
+class Connection:
+    """One device's live connection and the queue of frames it is owed."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        identity: Identity,
+        messenger: Messenger,
+        cursor: int,
+    ) -> None:
+        settings = messenger.settings
+        self.websocket = websocket
+        self.identity = identity
+        self.messenger = messenger
+        self.sent_cursor = cursor
+        self._queue: asyncio.Queue[Event | bytes] = asyncio.Queue(
+            settings.send_queue_frames
+        )
+        self._send_timeout_s = settings.send_timeout_s
+        self._page = settings.catch_up_page
+        self.closing: asyncio.Future[tuple[int, str]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    def offer(self, item: Event | bytes) -> None:
+        """Queue a frame without waiting; a full queue means a client too slow."""
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.cut(CLOSE_TOO_SLOW, "too_slow")
+
+    def cut(self, code: int, reason: str) -> None:
+        if not self.closing.done():
+            metrics.CONNECTIONS_CUT.labels(reason).inc()
+            self.closing.set_result((code, reason))
+
+    async def pump(self) -> None:
+        """Write the catch-up, then live frames, in cursor order, forever."""
+        await self._catch_up()
+        await self._write(encode({"type": "synced", "cursor": self.sent_cursor}))
+
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, bytes):
+                await self._write(item)
+            elif item.cursor == self.sent_cursor + 1:
+                await self._write_event(item)
+            elif item.cursor > self.sent_cursor:
+                # A gap: the hint outran what we hold. The store is the truth.
+                await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        store = self.messenger.store
+        while True:
+            page = await store.events_after(
+                self.identity.user_id, self.sent_cursor, self._page
+            )
+            for event in page:
+                await self._write_event(event)
+            if len(page) < self._page:
+                return
+
+    async def _write_event(self, event: Event) -> None:
+        await self._write(event.frame())
+        self.sent_cursor = event.cursor
+        if event.sent_at_ms is not None and event.kind == EventKind.MESSAGE:
+            latency_s = time.time() - event.sent_at_ms / 1000
+            metrics.DELIVERY_SECONDS.observe(max(0.0, latency_s))
+
+    async def _write(self, frame: bytes) -> None:
+        try:
+            await asyncio.wait_for(
+                self.websocket.send_text(frame.decode()), self._send_timeout_s
+            )
+        except TimeoutError:
+            self.cut(CLOSE_TOO_SLOW, "too_slow")
+            raise
+
+
+class Gateway:
+    """Accepts WebSockets, runs their connections, and routes fan-out to them."""
+
+    def __init__(self, messenger: Messenger, verifier: TokenVerifier) -> None:
+        self.messenger = messenger
+        self.settings: Settings = messenger.settings
+        self.verifier = verifier
+        self._by_user: defaultdict[str, dict[str, Connection]] = defaultdict(dict)
+        messenger.fanout.listen(self.deliver)
+
+    def deliver(self, user_id: str, item: Event | bytes) -> None:
+        """Hand a fan-out item to every live connection of the user on this node."""
+        for connection in list(self._by_user.get(user_id, {}).values()):
+            connection.offer(item)
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(devices) for devices in self._by_user.values())
+
+    def drain(self) -> None:
+        """Ask every device to reconnect, to another node if this one stops."""
+        for devices in list(self._by_user.values()):
+            for connection in list(devices.values()):
+                connection.cut(CLOSE_RESTART, "draining")
+
+    async def serve(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            identity, hello = await self._greet(websocket)
+        except ParleyError as error:
+            await _refuse(websocket, error)
+            return
+        except WebSocketDisconnect:
+            return
+
+        try:
+            connection = await self._open(websocket, identity, hello)
+        except ParleyError as error:
+            await _refuse(websocket, error)
+            return
+
+        try:
+            await self._run(connection)
+        finally:
+            await self._close(connection)
+
+    async def _greet(self, websocket: WebSocket) -> tuple[Identity, Hello]:
+        try:
+            raw = await asyncio.wait_for(_receive_text(websocket), HELLO_TIMEOUT_S)
+        except TimeoutError:
+            raise BadRequest("hello_expected", "Send a hello frame first.") from None
+
+        frame = parse_frame(raw, self.settings.max_frame_bytes)
+        if not isinstance(frame, Hello):
+            raise BadRequest("hello_expected", "The first frame must be a hello.")
+        token = frame.token or _bearer(websocket.headers.get("authorization"))
+        return self.verifier.verify(token), frame
+
+    async def _open(
+        self, websocket: WebSocket, identity: Identity, hello: Hello
+    ) -> Connection:
+        acked = await self.messenger.device_connected(identity)
+        try:
+            last = await self.messenger.store.last_cursor(identity.user_id)
+            cursor = acked if hello.cursor is None else hello.cursor
+            if cursor > last:
+                raise BadRequest(
+                    "cursor_out_of_range",
+                    f"Cursor {cursor} is past the newest event ({last}); "
+                    "start again from 0.",
+                )
+        except ParleyError:
+            await self.messenger.device_disconnected(identity)
+            raise
+
+        connection = Connection(websocket, identity, self.messenger, cursor)
+        previous = self._by_user[identity.user_id].pop(identity.device_id, None)
+        if previous is not None:
+            previous.cut(CLOSE_REPLACED, "replaced")
+        self._by_user[identity.user_id][identity.device_id] = connection
+        metrics.CONNECTIONS.inc()
+
+        await websocket.send_text(
+            encode(
+                {
+                    "type": "welcome",
+                    "user_id": identity.user_id,
+                    "device_id": identity.device_id,
+                    "cursor": cursor,
+                    "heartbeat_s": self.settings.heartbeat_interval_s,
+                }
+            ).decode()
+        )
+        log.info(
+            "device connected", user_id=identity.user_id, device_id=identity.device_id
+        )
+        return connection
+
+    async def _run(self, connection: Connection) -> None:
+        pump = asyncio.create_task(connection.pump())
+        receive = asyncio.create_task(self._receive(connection))
+        done, _ = await asyncio.wait(
+            {pump, receive, connection.closing}, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in (pump, receive):
+            task.cancel()
+        await asyncio.gather(pump, receive, return_exceptions=True)
+
+        if connection.closing.done():
+            code, reason = connection.closing.result()
+            await _close_quietly(connection.websocket, code, reason)
+        elif pump in done and pump.exception() is not None:
+            error = pump.exception()
+            if not isinstance(error, (WebSocketDisconnect, TimeoutError)):
+                log.error(
+                    "connection failed",
+                    user_id=connection.identity.user_id,
+                    device_id=connection.identity.device_id,
+                    error=type(error).__name__,
+                    exc_info=error,
+                )
+            await _close_quietly(connection.websocket, 1011, "internal")
+
+    async def _close(self, connection: Connection) -> None:
+        identity = connection.identity
+        devices = self._by_user.get(identity.user_id, {})
+        if devices.get(identity.device_id) is connection:
+            del devices[identity.device_id]
+            if not devices:
+                self._by_user.pop(identity.user_id, None)
+        metrics.CONNECTIONS.dec()
+        try:
+            await self.messenger.device_disconnected(identity)
+        except ParleyError:
+            log.warning("last seen not recorded", user_id=identity.user_id)
+        log.info(
+            "device disconnected",
+            user_id=identity.user_id,
+            device_id=identity.device_id,
+        )
+
+    async def _receive(self, connection: Connection) -> None:
+        while True:
+            try:
+                raw = await _receive_text(connection.websocket)
+            except WebSocketDisconnect:
+                return
+            await self._handle(connection, raw)
+
+    async def _handle(self, connection: Connection, raw: str | bytes) -> None:
+        ref = None
+        try:
+            frame = parse_frame(raw, self.settings.max_frame_bytes)
+            ref = getattr(frame, "ref", None)
+            reply = await self._command(connection.identity, frame)
+        except ParleyError as error:
+            metrics.REFUSALS.labels(error.code).inc()
+            reply = _error_frame(ref, error)
+        if reply is not None:
+            connection.offer(reply)
+
+    async def _command(self, identity: Identity, frame: object) -> bytes | None:
+        messenger = self.messenger
+        match frame:
+            case Send():
+                message, created = await messenger.send(
+                    identity, frame.chat_id, frame.client_id, frame.text, frame.images
+                )
+                return encode(
+                    {
+                        "type": "sent",
+                        "ref": frame.ref,
+                        "duplicate": not created,
+                        "message": message.to_dict(),
+                    }
+                )
+            case Read():
+                position = await messenger.read(identity, frame.chat_id, frame.seq)
+                return encode({"type": "ok", "ref": frame.ref, **position.to_dict()})
+            case Ack():
+                await messenger.ack(identity, frame.cursor)
+                return None
+            case Ping():
+                return encode({"type": "pong", "ref": frame.ref})
+            case Hello():
+                raise BadRequest("hello_repeated", "Hello is sent once, first.")
+        raise BadRequest("unknown_frame_type", "Unknown frame type.")
+
+
+async def _receive_text(websocket: WebSocket) -> str | bytes:
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", CLOSE_NORMAL))
+    if message.get("text") is not None:
+        return message["text"]
+    return message.get("bytes") or b""
+
+
+def _bearer(header: str | None) -> str | None:
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return None
+
+
+def _error_frame(ref: str | None, error: ParleyError) -> bytes:
+    return encode({"type": "error", "ref": ref, **error.to_dict()})
+
+
+async def _refuse(websocket: WebSocket, error: ParleyError) -> None:
+    metrics.REFUSALS.labels(error.code).inc()
+    try:
+        await websocket.send_text(_error_frame(None, error).decode())
+    except Exception:  # noqa: BLE001 - the peer may already be gone
+        return
+    await _close_quietly(websocket, error.close_code, error.code)
+
+
+async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+    try:
+        await websocket.close(code, reason)
+    except Exception:  # noqa: BLE001 - closing a socket the peer already closed
+        return
