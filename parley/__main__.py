@@ -1,0 +1,5 @@
+"""Runs the ``parley`` command as ``python -m parley``."""
+
+from parley.cli import main
+
+main()
