@@ -1,0 +1,327 @@
+"""Live connections: catch-up from a cursor, presence, heartbeats, slow readers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import pytest
+import websockets
+
+from parley.client import ParleyClient, ParleyClientError
+from tests.e2e.conftest import DELIVERY_S, People
+from tests.support import ServerProcess
+
+
+def message_texts(frames: list[dict]) -> list[str]:
+    return [frame["message"]["text"] for frame in frames if frame["type"] == "message"]
+
+
+async def test_a_cut_connection_gets_exactly_what_it_missed_on_reconnect(
+    people: People,
+):
+    """The phone loses its network, misses five messages, and gets those five."""
+    bob = people.client("bob")
+    phone = people.client("alice", "phone")
+    chat = await bob.open_private_chat(people.id("alice"))
+    await bob.send(chat["id"], "seen before the cut")
+
+    live = phone.connect()
+    await live.open()
+    await live.wait_for(lambda f: f["type"] == "message", DELIVERY_S)
+    cursor = live.cursor
+    live.abort()
+
+    for number in range(1, 6):
+        await bob.send(chat["id"], f"missed {number}")
+
+    async with phone.connect(cursor) as again:
+        await asyncio.wait_for(again.synced.wait(), DELIVERY_S)
+        caught_up = await again.drain(0.3)
+
+    assert again.welcome["cursor"] == cursor
+    assert message_texts(caught_up) == [f"missed {n}" for n in range(1, 6)]
+    cursors = [frame["cursor"] for frame in caught_up if frame["type"] != "synced"]
+    assert cursors == sorted(set(cursors))
+
+
+async def test_a_device_without_a_cursor_resumes_from_what_it_acknowledged(
+    people: People,
+):
+    """Reconnecting with no cursor starts after the last acknowledged event."""
+    bob = people.client("bob")
+    laptop = people.client("alice", "laptop")
+    chat = await bob.open_private_chat(people.id("alice"))
+
+    async with laptop.connect() as live:
+        await bob.send(chat["id"], "first")
+        await live.wait_for(lambda f: f["type"] == "message", DELIVERY_S)
+        await live.ack(live.cursor)
+        await live.ping()
+    await bob.send(chat["id"], "second")
+
+    async with laptop.connect() as again:
+        await asyncio.wait_for(again.synced.wait(), DELIVERY_S)
+        frames = await again.drain(0.3)
+
+    assert message_texts(frames) == ["second"]
+
+
+async def test_messages_that_arrive_during_catch_up_come_once_and_in_order(
+    people: People,
+):
+    """Sends racing a reconnect are neither lost nor doubled."""
+    bob = people.client("bob")
+    phone = people.client("alice", "phone")
+    chat = await bob.open_private_chat(people.id("alice"))
+    for number in range(30):
+        await bob.send(chat["id"], f"old {number}")
+
+    async def keep_sending() -> None:
+        for number in range(30):
+            await bob.send(chat["id"], f"new {number}")
+
+    async with phone.connect(0) as live:
+        await keep_sending()
+        frames = []
+        while len(message_texts(frames)) < 60:
+            frames.append(await live.next_event(DELIVERY_S))
+
+    texts = message_texts(frames)
+    assert texts == [f"old {n}" for n in range(30)] + [f"new {n}" for n in range(30)]
+
+
+async def test_contacts_see_a_user_go_offline_with_a_last_seen_time(people: People):
+    """bob disconnects; carol, who shares a group with him, is told at once."""
+    alice, bob, carol = (
+        people.client("alice"),
+        people.client("bob"),
+        people.client("carol"),
+    )
+    await alice.create_group("friends", [people.id("bob"), people.id("carol")])
+
+    async with carol.connect() as carols_web:
+        async with bob.connect():
+            online = await carols_web.wait_for(
+                lambda f: f["type"] == "presence" and f["online"], DELIVERY_S
+            )
+            assert (await carol.presence(people.id("bob")))["online"] is True
+        offline = await carols_web.wait_for(
+            lambda f: f["type"] == "presence" and not f["online"], DELIVERY_S
+        )
+
+    assert online["user_id"] == offline["user_id"] == people.id("bob")
+    assert online["last_seen"] is None
+    assert offline["last_seen"].endswith("+00:00")
+    shown = await carol.presence(people.id("bob"))
+    assert shown == {
+        "user_id": people.id("bob"),
+        "online": False,
+        "last_seen": offline["last_seen"],
+    }
+
+
+async def test_a_user_stays_online_while_any_device_is_connected(people: People):
+    """alice closes her phone but her laptop is still there."""
+    alice_phone = people.client("alice", "phone")
+    alice_laptop = people.client("alice", "laptop")
+    bob = people.client("bob")
+    await bob.open_private_chat(people.id("alice"))
+
+    async with alice_laptop.connect():
+        async with alice_phone.connect():
+            pass
+        await asyncio.sleep(0.2)
+        assert (await bob.presence(people.id("alice")))["online"] is True
+    await asyncio.sleep(0.2)
+    assert (await bob.presence(people.id("alice")))["online"] is False
+
+
+async def test_presence_is_private_to_people_who_share_a_chat(people: People):
+    """A stranger cannot watch when someone is online."""
+    stranger = people.client("mallory")
+
+    with pytest.raises(ParleyClientError) as refused:
+        await stranger.presence(people.id("alice"))
+
+    assert refused.value.code == "user_not_found"
+
+
+@pytest.mark.parametrize(
+    "token, code",
+    [(None, "token_missing"), ("not-a-jwt", "token_invalid")],
+)
+async def test_a_websocket_without_a_valid_token_is_refused(server, token, code):
+    """The hello is answered with an error frame and a 4401 close."""
+    url = server.url.replace("http", "ws") + "/v1/ws"
+    async with websockets.connect(url) as socket_:
+        await socket_.send(json.dumps({"type": "hello", "token": token}))
+        frame = json.loads(await socket_.recv())
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await socket_.recv()
+
+    assert frame["type"] == "error" and frame["code"] == code
+    assert closed.value.rcvd.code == 4401
+
+
+async def test_an_expired_token_is_refused(server: ServerProcess):
+    """A token past its expiry (and the leeway) cannot be used."""
+    client = ParleyClient(
+        server.url, server.token("alice-expired", "phone", ttl_s=-120)
+    )
+
+    with pytest.raises(ParleyClientError) as over_http:
+        await client.chats()
+    with pytest.raises(ParleyClientError) as over_ws:
+        async with client.connect():
+            pass
+    await client.close()
+
+    assert over_http.value.code == over_ws.value.code == "token_expired"
+    assert over_http.value.status == 401
+
+
+async def test_bad_frames_get_error_frames_and_the_connection_stays(people: People):
+    """Malformed, unknown and ill-typed frames are refused one by one."""
+    alice = people.client("alice")
+    chat = await alice.open_private_chat(people.id("bob"))
+    url = alice.base_url.replace("http", "ws") + "/v1/ws"
+
+    async with websockets.connect(url) as socket_:
+        await socket_.send(json.dumps({"type": "hello", "token": alice.token}))
+        assert json.loads(await socket_.recv())["type"] == "welcome"
+        for bad in (
+            "{not json",
+            "[1, 2]",
+            json.dumps({"type": "teleport"}),
+            json.dumps({"type": "send", "chat_id": "one", "client_id": "x"}),
+            json.dumps(
+                {"type": "send", "chat_id": chat["id"], "client_id": "x", "text": 5}
+            ),
+            json.dumps({"type": "read", "chat_id": chat["id"], "seq": -1}),
+            json.dumps({"type": "ack", "cursor": 10**9}),
+            json.dumps({"type": "hello"}),
+        ):
+            await socket_.send(bad)
+        codes = []
+        while len(codes) < 8:
+            frame = json.loads(await asyncio.wait_for(socket_.recv(), DELIVERY_S))
+            if frame["type"] == "error":
+                codes.append(frame["code"])
+        await socket_.send(json.dumps({"type": "ping", "ref": "still-there"}))
+        pong = json.loads(await asyncio.wait_for(socket_.recv(), DELIVERY_S))
+
+    assert codes == [
+        "malformed_frame",
+        "malformed_frame",
+        "unknown_frame_type",
+        "invalid_field",
+        "invalid_field",
+        "invalid_field",
+        "cursor_out_of_range",
+        "hello_repeated",
+    ]
+    assert pong == {"type": "pong", "ref": "still-there"}
+    assert (await alice.chat(chat["id"]))["last_seq"] == 0
+
+
+async def test_a_frame_over_the_size_limit_closes_the_connection(people: People):
+    """A frame larger than max_frame_bytes is cut at the protocol level."""
+    alice = people.client("alice")
+    url = alice.base_url.replace("http", "ws") + "/v1/ws"
+
+    async with websockets.connect(url, max_size=None) as socket_:
+        await socket_.send(json.dumps({"type": "hello", "token": alice.token}))
+        await socket_.recv()
+        await socket_.send("x" * 200_000)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(socket_.recv(), DELIVERY_S)
+
+    assert closed.value.rcvd.code == 1009
+
+
+def _raw_websocket(port: int, token: str) -> socket.socket:
+    """A WebSocket handshake by hand on a socket that will then stay silent."""
+    raw = socket.create_connection(("127.0.0.1", port))
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.sendall(
+        b"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += raw.recv(1)
+    assert answer.startswith(b"HTTP/1.1 101")
+    hello = json.dumps({"type": "hello", "token": token, "cursor": 0}).encode()
+    mask = b"\x00\x00\x00\x00"
+    header = bytes([0x81, 0x80 | 126]) + len(hello).to_bytes(2, "big")
+    raw.sendall(header + mask + hello)
+    return raw
+
+
+@pytest.fixture
+def strict_server(tmp_path):
+    """A server with short heartbeats."""
+    process = ServerProcess(
+        tmp_path / "data",
+        env={"PARLEY_HEARTBEAT_INTERVAL_S": "0.5", "PARLEY_HEARTBEAT_TIMEOUT_S": "0.5"},
+    ).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def impatient_server(tmp_path):
+    """A server with a small send queue and a short send timeout."""
+    process = ServerProcess(
+        tmp_path / "data",
+        env={"PARLEY_SEND_QUEUE_FRAMES": "20", "PARLEY_SEND_TIMEOUT_S": "1"},
+    ).start()
+    yield process
+    process.stop()
+
+
+async def test_a_silent_connection_is_found_dead_and_its_user_goes_offline(
+    strict_server: ServerProcess,
+):
+    """bob's device stops answering pings: carol soon sees him offline."""
+    carol = ParleyClient(strict_server.url, strict_server.token("carol", "web"))
+    bob_token = strict_server.token("bob", "phone")
+    await carol.open_private_chat("bob")
+
+    async with carol.connect() as carols_web:
+        raw = _raw_websocket(strict_server.port, bob_token)
+        await carols_web.wait_for(
+            lambda f: f["type"] == "presence" and f["online"], DELIVERY_S
+        )
+        offline = await carols_web.wait_for(
+            lambda f: f["type"] == "presence" and not f["online"], DELIVERY_S
+        )
+    raw.close()
+    await carol.close()
+
+    assert offline["user_id"] == "bob" and offline["last_seen"] is not None
+
+
+async def test_a_client_too_slow_to_read_is_cut_off(impatient_server: ServerProcess):
+    """A device that reads nothing while messages pour in is disconnected."""
+    server = impatient_server
+    alice = ParleyClient(server.url, server.token("alice", "phone"))
+    chat = await alice.open_private_chat("bob")
+    raw = _raw_websocket(server.port, server.token("bob", "phone"))
+    long_text = "\U0001f600" * 2000
+
+    async with alice.connect() as phone:
+        for number in range(1500):
+            await phone.send(chat["id"], long_text, client_id=f"flood-{number}")
+            if number % 100 == 99:
+                metrics = (await alice._http.get("/metrics")).text
+                if 'parley_connections_cut_total{reason="too_slow"}' in metrics:
+                    break
+    raw.close()
+    await alice.close()
+
+    assert 'parley_connections_cut_total{reason="too_slow"}' in metrics
