@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +26,18 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     database_url: str = ""
     media_dir: Path | None = None
+    node_id: str = ""
+
+    # Many nodes: Redis for fan-out and presence, S3 for images.
+    redis_url: str = ""
+    redis_prefix: str = "parley:"
+    presence_ttl_s: float = Field(30.0, gt=0)
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
 
     # Tokens: HS256 with a shared secret, or RS256/ES256 with a public key.
     jwt_secret: str = ""
@@ -48,7 +60,7 @@ class Settings(BaseSettings):
     send_timeout_s: float = Field(10.0, gt=0)
     catch_up_page: int = Field(500, ge=1)
 
-    log_level: str = "info"
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
     log_format: str = Field("json", pattern="^(json|console)$")
 
     @property
@@ -73,10 +85,35 @@ class Settings(BaseSettings):
         sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
         config_file = os.environ.get("PARLEY_CONFIG")
         if config_file:
+            if not Path(config_file).is_file():
+                raise ConfigurationError(f"PARLEY_CONFIG names no file: {config_file}")
             sources += (TomlConfigSettingsSource(settings_cls, Path(config_file)),)
         return sources
+
+    @property
+    def url(self) -> str:
+        """Where this configuration's server answers, for the client commands."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+class ConfigurationError(ValueError):
+    """The configuration cannot be read; the sentence says what to fix."""
 
 
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment and PARLEY_CONFIG, then ``overrides``."""
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from None
+    except (OSError, ValueError) as error:
+        if isinstance(error, ConfigurationError):
+            raise
+        raise ConfigurationError(f"cannot read the configuration: {error}") from None

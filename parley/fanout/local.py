@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from parley.domain.messages import Event
-
-# What a node does with what reaches it: an event of a user's log, or an
-# ephemeral frame (presence) that is not kept.
-Listener = Callable[[str, Event | bytes], None]
+from parley.ports import Listener
 
 
 class LocalFanout:
@@ -19,6 +16,15 @@ class LocalFanout:
 
     def listen(self, listener: Listener) -> None:
         self._listener = listener
+
+    def on_resync(self, callback: Callable[[], None]) -> None:
+        """Hints are never lost in one process: nothing to resynchronise."""
+
+    async def subscribe_user(self, user_id: str) -> None:
+        """Every user's hints are already here."""
+
+    async def unsubscribe_user(self, user_id: str) -> None:
+        """Nothing to undo."""
 
     async def start(self) -> None:
         return None

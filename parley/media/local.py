@@ -25,6 +25,12 @@ class LocalMediaStore:
     def __init__(self, root: Path) -> None:
         self._root = Path(root)
 
+    async def start(self) -> None:
+        await asyncio.to_thread(self._root.mkdir, parents=True, exist_ok=True)
+
+    async def stop(self) -> None:
+        return None
+
     async def put(self, key: str, content: bytes) -> None:
         """Store the content under the key, durably, unless it is there already."""
         path = self._path(key)

@@ -3,30 +3,43 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
 
 class LocalPresence:
-    """Counts live connections per user; online while any is open."""
+    """Live connections per user; online while any is open."""
 
     def __init__(self) -> None:
-        self._connections: defaultdict[str, int] = defaultdict(int)
+        self._connections: defaultdict[str, set[str]] = defaultdict(set)
 
-    async def connected(self, user_id: str, device_id: str) -> bool:
+    def on_expired(self, callback: Callable[[str], Awaitable[None]]) -> None:
+        """Connections of one process never outlive it: nothing expires."""
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def connected(self, user_id: str, connection_id: str) -> bool:
         """Record a connection; True when the user has just come online."""
-        self._connections[user_id] += 1
-        return self._connections[user_id] == 1
+        connections = self._connections[user_id]
+        connections.add(connection_id)
+        return len(connections) == 1
 
-    async def disconnected(self, user_id: str, device_id: str) -> bool:
+    async def disconnected(self, user_id: str, connection_id: str) -> bool:
         """Forget a connection; True when the user has just gone offline."""
-        remaining = self._connections[user_id] - 1
-        if remaining > 0:
-            self._connections[user_id] = remaining
+        connections = self._connections.get(user_id)
+        if connections is None or connection_id not in connections:
             return False
-        self._connections.pop(user_id, None)
+        connections.discard(connection_id)
+        if connections:
+            return False
+        del self._connections[user_id]
         return True
 
     async def is_online(self, user_id: str) -> bool:
-        return self._connections.get(user_id, 0) > 0
+        return bool(self._connections.get(user_id))
 
     def healthy(self) -> bool:
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -18,8 +19,12 @@ from parley.auth import verifier_from_settings
 from parley.config import Settings
 from parley.errors import BadRequest, ParleyError
 from parley.fanout.local import LocalFanout
+from parley.fanout.redis import RedisFanout
 from parley.media.local import LocalMediaStore
+from parley.media.s3 import S3MediaStore
+from parley.ports import Fanout, MediaStore, Presence
 from parley.presence.local import LocalPresence
+from parley.presence.redis import RedisPresence
 from parley.server import http
 from parley.server.gateway import Gateway
 from parley.server.messenger import Messenger
@@ -37,29 +42,28 @@ def wall_clock_ms() -> int:
 def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = SqlStore(
-            settings.resolved_database_url,
-            clock,
-            max_group_members=settings.max_group_members,
-        )
+        store, media_store, fanout, presence = build_adapters(settings, clock)
         await store.open()
-        media_dir = settings.resolved_media_dir
-        media_dir.mkdir(parents=True, exist_ok=True)
-        fanout = LocalFanout()
-        await fanout.start()
+        for part in (media_store, fanout, presence):
+            await part.start()
 
-        messenger = Messenger(
-            settings, store, LocalMediaStore(media_dir), fanout, LocalPresence(), clock
-        )
+        messenger = Messenger(settings, store, media_store, fanout, presence, clock)
         app.state.messenger = messenger
         app.state.verifier = verifier_from_settings(settings)
         app.state.gateway = Gateway(messenger, app.state.verifier)
-        log.info("node started", version=__version__, database=_engine_name(settings))
+        log.info(
+            "node started",
+            version=__version__,
+            database=_engine_name(settings),
+            fanout=type(fanout).__name__,
+            media=type(media_store).__name__,
+        )
         try:
             yield
         finally:
             app.state.gateway.drain()
-            await fanout.stop()
+            for part in (presence, fanout, media_store):
+                await part.stop()
             await store.close()
             log.info("node stopped")
 
@@ -68,6 +72,10 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> FastAPI:
         version=__version__,
         summary="A messenger server: chats, messages, images, receipts and presence.",
         lifespan=lifespan,
+        # The interactive pages load scripts from a CDN; a self-hosted server
+        # should not send its users' browsers elsewhere. /openapi.json stays.
+        docs_url=None,
+        redoc_url=None,
     )
     app.include_router(http.router)
     _add_error_handlers(app)
@@ -78,6 +86,43 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> FastAPI:
         await websocket.app.state.gateway.serve(websocket)
 
     return app
+
+
+def build_adapters(
+    settings: Settings, clock: Clock
+) -> tuple[SqlStore, MediaStore, Fanout, Presence]:
+    """The embedded default, or an existing engine where one is configured."""
+    store = SqlStore(
+        settings.resolved_database_url,
+        clock,
+        max_group_members=settings.max_group_members,
+    )
+
+    media_store: MediaStore
+    if settings.s3_bucket:
+        media_store = S3MediaStore(
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+        )
+    else:
+        media_store = LocalMediaStore(settings.resolved_media_dir)
+
+    fanout: Fanout
+    presence: Presence
+    if settings.redis_url:
+        node_id = settings.node_id or uuid.uuid4().hex[:12]
+        prefix = settings.redis_prefix
+        fanout = RedisFanout(settings.redis_url, prefix)
+        presence = RedisPresence(
+            settings.redis_url, node_id, settings.presence_ttl_s, prefix
+        )
+    else:
+        fanout, presence = LocalFanout(), LocalPresence()
+    return store, media_store, fanout, presence
 
 
 def _engine_name(settings: Settings) -> str:
@@ -135,9 +180,17 @@ def _add_operations(app: FastAPI) -> None:
         """The process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        responses={503: {"description": "Storage or media storage is unavailable."}},
+    )
     async def ready(request: Request) -> JSONResponse:
-        """The node can serve: storage and media storage answer."""
+        """The node can serve: storage and media storage answer.
+
+        Fan-out that is down degrades the node (devices learn of news when it
+        returns) but does not stop it: messages are still stored and answered.
+        """
         messenger: Messenger = request.app.state.messenger
         checks = {"storage": "ok", "media": "ok", "fanout": "ok"}
         try:
@@ -149,12 +202,15 @@ def _add_operations(app: FastAPI) -> None:
         except OSError:
             checks["media"] = "unavailable"
         if not messenger.fanout.healthy():
-            checks["fanout"] = "unavailable"
-        ready_ = all(state == "ok" for state in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready_ else "unavailable", "checks": checks},
-            status_code=200 if ready_ else 503,
-        )
+            checks["fanout"] = "degraded"
+
+        if "unavailable" in checks.values():
+            status, code = "unavailable", 503
+        elif "degraded" in checks.values():
+            status, code = "degraded", 200
+        else:
+            status, code = "ready", 200
+        return JSONResponse({"status": status, "checks": checks}, status_code=code)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def metrics() -> Response:

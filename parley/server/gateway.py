@@ -14,7 +14,9 @@ is one whose socket accepts nothing for ``send_timeout_s``.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import uuid
 from collections import defaultdict
 
 import structlog
@@ -24,7 +26,7 @@ from parley import metrics
 from parley.auth import Identity, TokenVerifier
 from parley.config import Settings
 from parley.domain.messages import Event, EventKind, encode
-from parley.domain.protocol import Ack, Hello, Ping, Read, Send, parse_frame
+from parley.domain.protocol import Ack, Hello, Ping, Read, Send, parse_frame, reference
 from parley.errors import BadRequest, ParleyError
 from parley.server.messenger import Messenger
 
@@ -39,6 +41,10 @@ CLOSE_TOO_SLOW = 4008
 CLOSE_REPLACED = 4009
 
 
+# Queued for a connection when fan-out hints may have been lost.
+RESYNC = object()
+
+
 class Connection:
     """One device's live connection and the queue of frames it is owed."""
 
@@ -46,15 +52,17 @@ class Connection:
         self,
         websocket: WebSocket,
         identity: Identity,
+        connection_id: str,
         messenger: Messenger,
         cursor: int,
     ) -> None:
         settings = messenger.settings
         self.websocket = websocket
         self.identity = identity
+        self.connection_id = connection_id
         self.messenger = messenger
         self.sent_cursor = cursor
-        self._queue: asyncio.Queue[Event | bytes] = asyncio.Queue(
+        self._queue: asyncio.Queue[Event | bytes | object] = asyncio.Queue(
             settings.send_queue_frames
         )
         self._send_timeout_s = settings.send_timeout_s
@@ -63,7 +71,7 @@ class Connection:
             asyncio.get_running_loop().create_future()
         )
 
-    def offer(self, item: Event | bytes) -> None:
+    def offer(self, item: Event | bytes | object) -> None:
         """Queue a frame without waiting; a full queue means a client too slow."""
         try:
             self._queue.put_nowait(item)
@@ -84,6 +92,8 @@ class Connection:
             item = await self._queue.get()
             if isinstance(item, bytes):
                 await self._write(item)
+            elif item is RESYNC:
+                await self._catch_up()
             elif item.cursor == self.sent_cursor + 1:
                 await self._write_event(item)
             elif item.cursor > self.sent_cursor:
@@ -126,12 +136,20 @@ class Gateway:
         self.settings: Settings = messenger.settings
         self.verifier = verifier
         self._by_user: defaultdict[str, dict[str, Connection]] = defaultdict(dict)
+        self._listening: dict[str, asyncio.Future[None]] = {}
         messenger.fanout.listen(self.deliver)
+        messenger.fanout.on_resync(self.resync)
 
     def deliver(self, user_id: str, item: Event | bytes) -> None:
         """Hand a fan-out item to every live connection of the user on this node."""
         for connection in list(self._by_user.get(user_id, {}).values()):
             connection.offer(item)
+
+    def resync(self) -> None:
+        """Fan-out hints may have been lost: every connection re-reads its log."""
+        for devices in list(self._by_user.values()):
+            for connection in list(devices.values()):
+                connection.offer(RESYNC)
 
     @property
     def connection_count(self) -> int:
@@ -179,7 +197,8 @@ class Gateway:
     async def _open(
         self, websocket: WebSocket, identity: Identity, hello: Hello
     ) -> Connection:
-        acked = await self.messenger.device_connected(identity)
+        connection_id = uuid.uuid4().hex
+        acked = await self.messenger.device_connected(identity, connection_id)
         try:
             last = await self.messenger.store.last_cursor(identity.user_id)
             cursor = acked if hello.cursor is None else hello.cursor
@@ -190,15 +209,25 @@ class Gateway:
                     "start again from 0.",
                 )
         except ParleyError:
-            await self.messenger.device_disconnected(identity)
+            await self.messenger.device_disconnected(identity, connection_id)
             raise
 
-        connection = Connection(websocket, identity, self.messenger, cursor)
-        previous = self._by_user[identity.user_id].pop(identity.device_id, None)
+        connection = Connection(
+            websocket, identity, connection_id, self.messenger, cursor
+        )
+        devices = self._by_user[identity.user_id]
+        first_here = not devices
+        previous = devices.pop(identity.device_id, None)
         if previous is not None:
             previous.cut(CLOSE_REPLACED, "replaced")
-        self._by_user[identity.user_id][identity.device_id] = connection
+        devices[identity.device_id] = connection
         metrics.CONNECTIONS.inc()
+        # Listen before the catch-up reads the log, so no hint falls between.
+        if first_here:
+            self._listening[identity.user_id] = asyncio.ensure_future(
+                self.messenger.fanout.subscribe_user(identity.user_id)
+            )
+        await asyncio.shield(self._listening[identity.user_id])
 
         await websocket.send_text(
             encode(
@@ -248,9 +277,11 @@ class Gateway:
             del devices[identity.device_id]
             if not devices:
                 self._by_user.pop(identity.user_id, None)
+                self._listening.pop(identity.user_id, None)
+                await self.messenger.fanout.unsubscribe_user(identity.user_id)
         metrics.CONNECTIONS.dec()
         try:
-            await self.messenger.device_disconnected(identity)
+            await self.messenger.device_disconnected(identity, connection.connection_id)
         except ParleyError:
             log.warning("last seen not recorded", user_id=identity.user_id)
         log.info(
@@ -275,7 +306,7 @@ class Gateway:
             reply = await self._command(connection.identity, frame)
         except ParleyError as error:
             metrics.REFUSALS.labels(error.code).inc()
-            reply = _error_frame(ref, error)
+            reply = _error_frame(ref or _readable_ref(raw), error)
         if reply is not None:
             connection.offer(reply)
 
@@ -314,6 +345,14 @@ async def _receive_text(websocket: WebSocket) -> str | bytes:
     if message.get("text") is not None:
         return message["text"]
     return message.get("bytes") or b""
+
+
+def _readable_ref(raw: str | bytes) -> str | None:
+    """The ``ref`` of a frame that was refused after it was read as JSON."""
+    try:
+        return reference(json.loads(raw))
+    except (ValueError, RecursionError, AttributeError, TypeError, ParleyError):
+        return None
 
 
 def _bearer(header: str | None) -> str | None:

@@ -28,10 +28,8 @@ from parley.domain.messages import (
 )
 from parley.domain.text import normalize_text
 from parley.errors import BadRequest, NotFound, Unavailable
-from parley.fanout.local import LocalFanout
 from parley.media.images import process_image
-from parley.media.local import LocalMediaStore
-from parley.presence.local import LocalPresence
+from parley.ports import Fanout, MediaStore, Presence
 from parley.storage.sql import ChatView, MediaRecord, SqlStore
 
 log = structlog.get_logger(__name__)
@@ -59,9 +57,9 @@ class Messenger:
         self,
         settings: Settings,
         store: SqlStore,
-        media_store: LocalMediaStore,
-        fanout: LocalFanout,
-        presence: LocalPresence,
+        media_store: MediaStore,
+        fanout: Fanout,
+        presence: Presence,
         clock: Callable[[], int],
     ) -> None:
         self.settings = settings
@@ -71,6 +69,7 @@ class Messenger:
         self.presence = presence
         self.clock = clock
         self._image_slots = asyncio.Semaphore(_IMAGE_WORKERS)
+        presence.on_expired(self.presence_expired)
 
     async def _notify(self, events: list[Event]) -> None:
         for event in events:
@@ -222,20 +221,25 @@ class Messenger:
 
     # -- presence ---------------------------------------------------------
 
-    async def device_connected(self, me: Identity) -> int:
+    async def device_connected(self, me: Identity, connection_id: str) -> int:
         """Record a live device; returns the cursor it last acknowledged."""
         acked = await self.store.connect_device(me.user_id, me.device_id)
-        if await self.presence.connected(me.user_id, me.device_id):
+        if await self.presence.connected(me.user_id, connection_id):
             await self._announce_presence(me.user_id, online=True, last_seen_ms=None)
         return acked
 
-    async def device_disconnected(self, me: Identity) -> None:
-        if not await self.presence.disconnected(me.user_id, me.device_id):
+    async def device_disconnected(self, me: Identity, connection_id: str) -> None:
+        if not await self.presence.disconnected(me.user_id, connection_id):
             return
         last_seen_ms = await self.store.record_last_seen(me.user_id, me.device_id)
         await self._announce_presence(
             me.user_id, online=False, last_seen_ms=last_seen_ms
         )
+
+    async def presence_expired(self, user_id: str) -> None:
+        """The last connection of a user was on a node that stopped answering."""
+        last_seen_ms = await self.store.record_last_seen(user_id, None)
+        await self._announce_presence(user_id, online=False, last_seen_ms=last_seen_ms)
 
     async def _announce_presence(
         self, user_id: str, *, online: bool, last_seen_ms: int | None

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 from sqlalchemy import and_, event, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from parley.domain import reads
@@ -49,6 +50,7 @@ from parley.storage.schema import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,7 @@ class SqlStore:
             self._reader = _sqlite_engine(self._url, pool_size=4, begin="BEGIN")
         else:
             self._writer = create_async_engine(
-                self._url, pool_size=10, pool_pre_ping=True
+                self._url, pool_size=10, pool_pre_ping=True, hide_parameters=True
             )
             self._reader = self._writer
 
@@ -140,12 +142,25 @@ class SqlStore:
         async with self._read() as conn:
             await conn.execute(text("SELECT 1"))
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
+    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work`` in one write transaction, again if the engine asks.
+
+        PostgreSQL may abort one of two transactions that lock the same rows
+        in opposite orders (a deadlock), or that insert the same unique key at
+        once; run again, the loser sees the winner's rows. SQLite writes one
+        transaction at a time, behind a lock.
+        """
         assert self._writer is not None
-        lock = self._write_lock if self._is_sqlite else _no_lock()
-        async with lock, _translated_errors(), self._writer.begin() as conn:
-            yield conn
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                lock = self._write_lock if self._is_sqlite else _no_lock()
+                async with lock, _translated_errors(), self._writer.begin() as conn:
+                    return await work(conn)
+            except DBAPIError as error:
+                if attempt == _ATTEMPTS or not _worth_retrying(error):
+                    raise _unavailable(error) from None
+                log.info("transaction retried: %s", _sqlstate(error))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -158,7 +173,8 @@ class SqlStore:
     async def connect_device(self, user_id: str, device_id: str) -> int:
         """Record the device and return the cursor it last acknowledged."""
         now = self._clock()
-        async with self._write() as conn:
+
+        async def transaction(conn: AsyncConnection):
             await _ensure_users(conn, [user_id], self._is_sqlite)
             await conn.execute(
                 _insert_ignore(devices, self._is_sqlite).values(
@@ -174,11 +190,14 @@ class SqlStore:
                     devices.c.user_id == user_id, devices.c.device_id == device_id
                 )
             )
-        return int(acked or 0)
+            return int(acked or 0)
+
+        return await self._transaction(transaction)
 
     async def record_last_seen(self, user_id: str, device_id: str | None) -> int:
         now = self._clock()
-        async with self._write() as conn:
+
+        async def transaction(conn: AsyncConnection):
             await conn.execute(
                 update(users)
                 .where(users.c.user_id == user_id)
@@ -192,7 +211,9 @@ class SqlStore:
                     )
                     .values(last_seen_at_ms=now)
                 )
-        return now
+            return now
+
+        return await self._transaction(transaction)
 
     async def last_seen(self, user_id: str) -> int | None:
         async with self._read() as conn:
@@ -220,7 +241,8 @@ class SqlStore:
 
     async def ack(self, user_id: str, device_id: str, cursor: int) -> list[Event]:
         """A device has everything up to ``cursor``: record delivery receipts."""
-        async with self._write() as conn:
+
+        async def transaction(conn: AsyncConnection):
             last_cursor, delivered_cursor = (
                 await conn.execute(
                     select(users.c.last_cursor, users.c.delivered_cursor).where(
@@ -252,6 +274,8 @@ class SqlStore:
                 .values(delivered_cursor=cursor)
             )
             return await self._deliver_up_to(conn, user_id, delivered_cursor, cursor)
+
+        return await self._transaction(transaction)
 
     async def _deliver_up_to(
         self, conn: AsyncConnection, user_id: str, after: int, up_to: int
@@ -368,7 +392,8 @@ class SqlStore:
     ) -> tuple[ChatView, list[Event]]:
         """The private chat of two users, created on first asking."""
         key = private_chat_key(user_id, other_id)
-        async with self._write() as conn:
+
+        async def transaction(conn: AsyncConnection):
             chat_id = await conn.scalar(
                 select(chats.c.id).where(chats.c.private_key == key)
             )
@@ -382,8 +407,10 @@ class SqlStore:
                 )
                 appended = await self._announce_created(conn, chat_id, user_id)
             view = await _chat_view(conn, chat_id, user_id)
-        assert view is not None
-        return view, appended
+            assert view is not None
+            return view, appended
+
+        return await self._transaction(transaction)
 
     async def create_group(
         self, creator_id: str, title: str, member_ids: list[str]
@@ -391,7 +418,7 @@ class SqlStore:
         others = sorted(set(member_ids) - {creator_id})
         check_group_size(len(others) + 1, self._max_group_members)
 
-        async with self._write() as conn:
+        async def transaction(conn: AsyncConnection):
             chat_id = await self._insert_chat(
                 conn, ChatKind.GROUP, title, creator_id, None
             )
@@ -399,13 +426,15 @@ class SqlStore:
             await self._insert_members(conn, chat_id, others, Role.MEMBER)
             appended = await self._announce_created(conn, chat_id, creator_id)
             view = await _chat_view(conn, chat_id, creator_id)
-        assert view is not None
-        return view, appended
+            assert view is not None
+            return view, appended
+
+        return await self._transaction(transaction)
 
     async def add_member(
         self, actor_id: str, chat_id: int, user_id: str
     ) -> tuple[ChatView, list[Event]]:
-        async with self._write() as conn:
+        async def transaction(conn: AsyncConnection):
             kind, actor = await _acting_member(conn, chat_id, actor_id)
             check_can_manage_members(kind, actor)
 
@@ -426,14 +455,17 @@ class SqlStore:
                 conn, chat_id, [user_id], "added", actor_id
             )
             view = await _chat_view(conn, chat_id, actor_id)
-        assert view is not None
-        return view, appended
+            assert view is not None
+            return view, appended
+
+        return await self._transaction(transaction)
 
     async def remove_member(
         self, actor_id: str, chat_id: int, user_id: str
     ) -> list[Event]:
         """The admin removes a member, or a member leaves (actor is the user)."""
-        async with self._write() as conn:
+
+        async def transaction(conn: AsyncConnection):
             kind, actor = await _acting_member(conn, chat_id, actor_id)
             if actor_id != user_id:
                 check_can_manage_members(kind, actor)
@@ -459,11 +491,13 @@ class SqlStore:
                 conn, chat_id, [user_id], change, actor_id
             )
             if target.role is Role.ADMIN:
-                appended += await self._hand_over_admin(conn, chat_id)
-        return appended
+                appended += await self._hand_over_admin(conn, chat_id, user_id)
+            return appended
+
+        return await self._transaction(transaction)
 
     async def _hand_over_admin(
-        self, conn: AsyncConnection, chat_id: int
+        self, conn: AsyncConnection, chat_id: int, departed_id: str
     ) -> list[Event]:
         remaining = await _memberships(conn, chat_id)
         successor = next_admin(remaining)
@@ -479,7 +513,7 @@ class SqlStore:
             .values(role=Role.ADMIN.value)
         )
         return await self._announce_members(
-            conn, chat_id, [admin_id], "admin", admin_id
+            conn, chat_id, [admin_id], "admin", departed_id
         )
 
     async def _insert_chat(
@@ -609,7 +643,8 @@ class SqlStore:
         media_ids: list[str],
     ) -> tuple[Message, bool, list[Event]]:
         """Store a message; a known client id gives back the stored one."""
-        async with self._write() as conn:
+
+        async def transaction(conn: AsyncConnection):
             sender = await _membership(conn, chat_id, sender_id)
             if sender is None or not sender.active:
                 raise chat_not_found(chat_id)
@@ -630,7 +665,9 @@ class SqlStore:
             )
             await self._insert_message(conn, message, media_ids)
             appended = await self._fan_out_message(conn, message, sender)
-        return message, True, appended
+            return message, True, appended
+
+        return await self._transaction(transaction)
 
     async def _uploaded_images(
         self, conn: AsyncConnection, sender_id: str, media_ids: list[str]
@@ -743,7 +780,8 @@ class SqlStore:
         self, user_id: str, chat_id: int, seq: object
     ) -> tuple[Membership, int, list[Event]]:
         """Move the member's read position forward; tell devices and senders."""
-        async with self._write() as conn:
+
+        async def transaction(conn: AsyncConnection):
             member = await _membership(conn, chat_id, user_id)
             if member is None:
                 raise chat_not_found(chat_id)
@@ -785,7 +823,9 @@ class SqlStore:
                 read_seq,
                 delivered_seq,
             )
-        return moved, last_seq, appended
+            return moved, last_seq, appended
+
+        return await self._transaction(transaction)
 
     async def receipts(
         self, user_id: str, chat_id: int, seq: int
@@ -822,7 +862,8 @@ class SqlStore:
 
     async def record_media(self, uploader_id: str, record: MediaRecord) -> None:
         now = self._clock()
-        async with self._write() as conn:
+
+        async def transaction(conn: AsyncConnection):
             await conn.execute(
                 _insert_ignore(media, self._is_sqlite).values(
                     id=record.media_id,
@@ -842,6 +883,8 @@ class SqlStore:
                     uploaded_at_ms=now,
                 )
             )
+
+        return await self._transaction(transaction)
 
     async def media_for(self, user_id: str, media_id: str) -> MediaRecord | None:
         """The image, if the user uploaded it or can see a message that holds it."""
@@ -880,7 +923,11 @@ class SqlStore:
 
 def _sqlite_engine(url: str, *, pool_size: int, begin: str) -> AsyncEngine:
     engine = create_async_engine(
-        url, pool_size=pool_size, max_overflow=0, connect_args={"timeout": 30}
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        connect_args={"timeout": 30},
+        hide_parameters=True,
     )
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -908,16 +955,39 @@ async def _no_lock() -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def _translated_errors() -> AsyncIterator[None]:
-    """Turn a database that cannot answer into a refusal a client understands."""
+    """Turn a database that cannot answer into a refusal a client understands.
+
+    Errors worth retrying pass through to ``SqlStore._transaction``.
+    """
     try:
         yield
-    except IntegrityError:
-        raise
-    except (OperationalError, DBAPIError, OSError) as error:
-        log.error("storage unavailable: %s", type(error).__name__, exc_info=error)
-        raise Unavailable(
-            "storage_unavailable", "Storage is unavailable; nothing was changed."
-        ) from None
+    except DBAPIError as error:
+        if _worth_retrying(error):
+            raise
+        raise _unavailable(error) from None
+    except OSError as error:
+        raise _unavailable(error) from None
+
+
+# Deadlock, serialization failure, unique violation: a concurrent writer won.
+_RETRY_SQLSTATES = frozenset({"40P01", "40001", "23505"})
+_ATTEMPTS = 5
+
+
+def _sqlstate(error: DBAPIError) -> str | None:
+    original = error.orig
+    return getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+
+
+def _worth_retrying(error: DBAPIError) -> bool:
+    return _sqlstate(error) in _RETRY_SQLSTATES
+
+
+def _unavailable(error: BaseException) -> Unavailable:
+    log.error("storage unavailable: %s", type(error).__name__, exc_info=error)
+    return Unavailable(
+        "storage_unavailable", "Storage is unavailable; nothing was changed."
+    )
 
 
 def _insert_ignore(table, is_sqlite: bool):  # noqa: ANN001, ANN202
