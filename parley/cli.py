@@ -9,12 +9,20 @@ from pathlib import Path
 
 import click
 
-from parley.config import Settings, load_settings
-
-DEFAULT_URL = "http://127.0.0.1:8080"
+from parley.config import ConfigurationError, Settings, load_settings
 
 
-@click.group()
+class _Commands(click.Group):
+    """Turns an unreadable configuration into one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ConfigurationError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="parley")
 def main() -> None:
     """Parley, a messenger server."""
@@ -118,7 +126,6 @@ def _prepare_schema(settings: Settings) -> None:
     _ensure_sqlite_directory(settings)
     if settings.resolved_database_url.startswith("sqlite"):
         schema.upgrade(settings.resolved_database_url)
-        click.echo(f"schema at {schema.head_revision()}", err=True)
     try:
         schema.check(settings.resolved_database_url)
     except schema.SchemaMismatch as error:
@@ -130,8 +137,8 @@ def _prepare_schema(settings: Settings) -> None:
 _url_option = click.option(
     "--url",
     envvar="PARLEY_URL",
-    default=DEFAULT_URL,
-    show_default=True,
+    default=lambda: load_settings().url,
+    show_default="from PARLEY_HOST and PARLEY_PORT",
     help="The server [PARLEY_URL].",
 )
 _token_option = click.option(
@@ -140,12 +147,19 @@ _token_option = click.option(
 
 
 def _run(coroutine) -> None:  # noqa: ANN001
+    import httpx
+    import websockets
+
     from parley.client import ParleyClientError
 
     try:
         asyncio.run(coroutine)
     except ParleyClientError as error:
         raise click.ClickException(f"{error.code}: {error.message}") from None
+    except (httpx.HTTPError, websockets.WebSocketException, OSError) as error:
+        raise click.ClickException(
+            f"cannot reach the server ({error}); is it running, and is --url right?"
+        ) from None
     except KeyboardInterrupt:
         pass
 
@@ -165,7 +179,7 @@ def chats(url: str, token: str) -> None:
         async with ParleyClient(url, token) as client:
             for chat in await client.chats():
                 name = chat["title"] or ", ".join(chat["members"])
-                preview = (chat["last_message"] or {}).get("text", "")
+                preview = _preview(chat["last_message"])
                 unread = chat["unread_count"]
                 click.echo(f"#{chat['id']:<5} {name:<30} unread {unread:<4} {preview}")
 
@@ -285,10 +299,24 @@ def chat(url: str, token: str, to_user: str | None, chat_id: int | None) -> None
                     f"chat #{target}; type a line and press enter, Ctrl-D to leave"
                 )
                 printer = asyncio.create_task(_print_chat(device, target))
-                await _type_chat(device, target)
-                printer.cancel()
+                typist = asyncio.create_task(_type_chat(device, target))
+                done, pending = await asyncio.wait(
+                    {printer, typist}, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in pending:
+                    task.cancel()
+                for task in done:
+                    task.result()
 
     _run(run())
+
+
+def _preview(last_message: dict | None) -> str:
+    if last_message is None:
+        return ""
+    images = last_message["image_count"]
+    photos = f"[{images} image{'s' if images > 1 else ''}] " if images else ""
+    return photos + (last_message["text"] or "")
 
 
 async def _print_chat(device, chat_id: int) -> None:  # noqa: ANN001
@@ -314,10 +342,9 @@ async def _print_chat(device, chat_id: int) -> None:  # noqa: ANN001
 
 async def _type_chat(device, chat_id: int) -> None:  # noqa: ANN001
     loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
-            return
+    lines = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(lines), sys.stdin)
+    while line := (await lines.readline()).decode(errors="replace"):
         if line.strip():
             await device.send(chat_id, line.rstrip("\n"))
 

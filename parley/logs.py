@@ -55,4 +55,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     # Access logs would carry query strings, and so tokens of browsers.
     logging.getLogger("uvicorn.access").disabled = True
     # Alembic narrates its plugins at INFO; the CLI reports the schema itself.
-    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
+    # SQLAlchemy and aiosqlite would log statements with their parameters,
+    # which hold message text, even at DEBUG: keep them to warnings.
+    for name in ("alembic", "sqlalchemy", "aiosqlite", "asyncio"):
+        logging.getLogger(name).setLevel(max(root.level, logging.WARNING))

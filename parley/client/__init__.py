@@ -36,6 +36,14 @@ class ParleyClientError(Exception):
         self.message = message
 
 
+class ConnectionClosedByServer(ParleyClientError):
+    """The live connection ended; ``close_code`` says why (see docs/api.md)."""
+
+    def __init__(self, close_code: int | None, reason: str) -> None:
+        super().__init__(None, reason or "closed", f"connection closed ({close_code})")
+        self.close_code = close_code
+
+
 class ParleyClient:
     """One user's (and one device's) access to a Parley server."""
 
@@ -138,6 +146,10 @@ class ParleyClient:
         return await self._call(
             "GET", "/v1/events", params={"after": after, "limit": limit}
         )
+
+    async def ack_events(self, cursor: int) -> None:
+        """Acknowledge the log up to ``cursor`` without a WebSocket."""
+        await self._call("POST", "/v1/events/ack", json={"cursor": cursor})
 
     # -- images and presence ------------------------------------------------
 
@@ -242,6 +254,10 @@ class Device:
             reason = getattr(self._socket, "close_reason", "") or ""
             if self.closed is not None and not self.closed.done():
                 self.closed.set_result((close_code, reason))
+            # Whoever waits for events learns that no more will come.
+            self.events.put_nowait(
+                {"type": "closed", "code": close_code, "reason": reason}
+            )
             for future in self._replies.values():
                 if not future.done():
                     future.set_exception(
@@ -329,8 +345,12 @@ class Device:
         return frames
 
     async def __aiter__(self) -> AsyncIterator[dict]:
+        """Events until the connection closes; then ConnectionClosedByServer."""
         while True:
-            yield await self.events.get()
+            frame = await self.events.get()
+            if frame["type"] == "closed":
+                raise ConnectionClosedByServer(frame["code"], frame["reason"])
+            yield frame
 
 
 def new_client_id() -> str:

@@ -76,12 +76,11 @@ class Message:
         }
 
     def preview(self, length: int = 100) -> dict:
-        text = self.text or ""
         return {
             "seq": self.seq,
             "sender_id": self.sender_id,
-            "text": text[:length],
-            "images": len(self.images),
+            "text": None if self.text is None else self.text[:length],
+            "image_count": len(self.images),
             "sent_at": iso_time(self.sent_at_ms),
         }
 

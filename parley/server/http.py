@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from parley.auth import Identity
-from parley.errors import PayloadTooLarge
+from parley.errors import BadRequest, PayloadTooLarge
 from parley.server.messenger import Messenger
 
 MAX_ID = 2**63 - 1
@@ -89,8 +89,8 @@ class SentAnswer(BaseModel):
 class Preview(BaseModel):
     seq: int
     sender_id: str
-    text: str
-    images: int
+    text: str | None = Field(description="The first 100 characters.")
+    image_count: int
     sent_at: str
 
 
@@ -136,6 +136,10 @@ class PresenceAnswer(BaseModel):
     user_id: str
     online: bool
     last_seen: str | None = Field(description="Shown only while offline.")
+
+
+class AckRequest(BaseModel):
+    cursor: int = Field(ge=0, le=MAX_ID, description="Processed up to here.")
 
 
 class EventPage(BaseModel):
@@ -267,7 +271,10 @@ async def history(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict:
     """A page of messages in sequence order: the newest, those ``before`` a
-    sequence (paging backwards), or those ``after`` one (paging forwards)."""
+    sequence (paging backwards), or those ``after`` one (paging forwards).
+    A page shorter than ``limit`` is the last one in its direction."""
+    if before is not None and after is not None:
+        raise BadRequest("invalid_field", "Give 'before' or 'after', not both.")
     page = await service.history(me, chat_id, before, after, limit)
     return {"messages": [message.to_dict() for message in page]}
 
@@ -312,6 +319,14 @@ async def events(
     body = b'{"events":[' + b",".join(event.frame() for event in page) + b"]"
     body += b',"cursor":%d}' % cursor
     return Response(body, media_type="application/json")
+
+
+@router.post("/events/ack", status_code=204, responses=ERRORS, tags=["messages"])
+async def ack(body: AckRequest, me: Me, service: Service) -> Response:
+    """Acknowledge your log up to a cursor, as a WebSocket ``ack`` does: the
+    messages in it become delivered."""
+    await service.ack(me, body.cursor)
+    return Response(status_code=204)
 
 
 # -- images ------------------------------------------------------------------

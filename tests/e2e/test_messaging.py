@@ -93,6 +93,9 @@ async def test_history_pages_backwards_and_forwards_by_sequence(people: People):
     assert [m["seq"] for m in newest] == [7, 8, 9, 10]
     assert [m["seq"] for m in older] == [3, 4, 5, 6]
     assert [m["seq"] for m in forward] == [3, 4, 5]
+    with pytest.raises(ParleyClientError) as refused:
+        await alice.history(chat["id"], before=5, after=2)
+    assert refused.value.code == "invalid_field"
 
 
 @pytest.mark.parametrize("case", texts(), ids=lambda case: case["id"])

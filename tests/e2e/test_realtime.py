@@ -9,7 +9,7 @@ import socket
 import pytest
 import websockets
 
-from parley.client import ParleyClient, ParleyClientError
+from parley.client import ConnectionClosedByServer, ParleyClient, ParleyClientError
 from tests.e2e.conftest import DELIVERY_S, People
 from tests.support import ServerProcess
 
@@ -199,16 +199,17 @@ async def test_bad_frames_get_error_frames_and_the_connection_stays(people: Peop
             json.dumps(
                 {"type": "send", "chat_id": chat["id"], "client_id": "x", "text": 5}
             ),
-            json.dumps({"type": "read", "chat_id": chat["id"], "seq": -1}),
+            json.dumps({"type": "read", "chat_id": chat["id"], "seq": -1, "ref": "r6"}),
             json.dumps({"type": "ack", "cursor": 10**9}),
             json.dumps({"type": "hello"}),
         ):
             await socket_.send(bad)
-        codes = []
+        codes, refs = [], []
         while len(codes) < 8:
             frame = json.loads(await asyncio.wait_for(socket_.recv(), DELIVERY_S))
             if frame["type"] == "error":
                 codes.append(frame["code"])
+                refs.append(frame["ref"])
         await socket_.send(json.dumps({"type": "ping", "ref": "still-there"}))
         pong = json.loads(await asyncio.wait_for(socket_.recv(), DELIVERY_S))
 
@@ -222,6 +223,7 @@ async def test_bad_frames_get_error_frames_and_the_connection_stays(people: Peop
         "cursor_out_of_range",
         "hello_repeated",
     ]
+    assert refs[5] == "r6"
     assert pong == {"type": "pong", "ref": "still-there"}
     assert (await alice.chat(chat["id"]))["last_seq"] == 0
 
@@ -263,22 +265,30 @@ def _raw_websocket(port: int, token: str) -> socket.socket:
 
 
 @pytest.fixture
-def strict_server(tmp_path):
+def strict_server(tmp_path, backend_env):
     """A server with short heartbeats."""
     process = ServerProcess(
         tmp_path / "data",
-        env={"PARLEY_HEARTBEAT_INTERVAL_S": "0.5", "PARLEY_HEARTBEAT_TIMEOUT_S": "0.5"},
+        env={
+            **backend_env,
+            "PARLEY_HEARTBEAT_INTERVAL_S": "0.5",
+            "PARLEY_HEARTBEAT_TIMEOUT_S": "0.5",
+        },
     ).start()
     yield process
     process.stop()
 
 
 @pytest.fixture
-def impatient_server(tmp_path):
+def impatient_server(tmp_path, backend_env):
     """A server with a small send queue and a short send timeout."""
     process = ServerProcess(
         tmp_path / "data",
-        env={"PARLEY_SEND_QUEUE_FRAMES": "20", "PARLEY_SEND_TIMEOUT_S": "1"},
+        env={
+            **backend_env,
+            "PARLEY_SEND_QUEUE_FRAMES": "20",
+            "PARLEY_SEND_TIMEOUT_S": "1",
+        },
     ).start()
     yield process
     process.stop()
@@ -325,3 +335,18 @@ async def test_a_client_too_slow_to_read_is_cut_off(impatient_server: ServerProc
     await alice.close()
 
     assert 'parley_connections_cut_total{reason="too_slow"}' in metrics
+
+
+async def test_a_replaced_connection_ends_its_event_stream(people: People):
+    """A second connection of one device closes the first with 4009."""
+    first = people.client("alice", "phone")
+    second = people.client("alice", "phone")
+
+    async with first.connect() as old:
+        await asyncio.wait_for(old.synced.wait(), DELIVERY_S)
+        async with second.connect():
+            with pytest.raises(ConnectionClosedByServer) as ended:
+                async for _ in old:
+                    pass
+
+    assert ended.value.close_code == 4009

@@ -204,3 +204,18 @@ async def test_the_chat_list_puts_recent_activity_first_with_previews(people: Pe
 
     assert [chat["id"] for chat in listed] == [first["id"], second["id"]]
     assert listed[0]["last_message"]["text"] == "to bob, later"
+
+
+async def test_a_client_without_a_websocket_acknowledges_over_http(people: People):
+    """bob reads his log over HTTP and acknowledges it: alice sees delivered."""
+    alice, bob = people.client("alice"), people.client("bob")
+    chat = await alice.open_private_chat(people.id("bob"))
+    sent = await alice.send(chat["id"], "are you on the web?")
+
+    page = await bob.events()
+    await bob.ack_events(page["cursor"])
+
+    receipts = await alice.receipts(chat["id"], sent["message"]["seq"])
+    assert receipts["recipients"] == [
+        {"user_id": people.id("bob"), "state": "delivered"}
+    ]
