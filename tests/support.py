@@ -182,4 +182,7 @@ class ServerProcess:
                 self.kill()
 
     def token(self, user_id: str, device_id: str = "default", ttl_s: int = 3600) -> str:
-        return mint_token(Settings(data_dir=self.data_dir), user_id, device_id, ttl_s)
+        settings = Settings(
+            data_dir=self.data_dir, jwt_secret=self.env.get("PARLEY_JWT_SECRET", "")
+        )
+        return mint_token(settings, user_id, device_id, ttl_s)

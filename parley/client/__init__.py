@@ -276,10 +276,11 @@ class Device:
         self.events.put_nowait(frame)
 
     async def _ack_loop(self) -> None:
-        while True:
-            await asyncio.sleep(_ACK_DELAY_S)
-            if self.cursor is not None and self.cursor > self._acked:
-                await self.ack(self.cursor)
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                await asyncio.sleep(_ACK_DELAY_S)
+                if self.cursor is not None and self.cursor > self._acked:
+                    await self.ack(self.cursor)
 
     async def ack(self, cursor: int) -> None:
         self._acked = max(self._acked, cursor)
