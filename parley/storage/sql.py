@@ -34,7 +34,14 @@ from parley.domain.chats import (
     private_chat_key,
 )
 from parley.domain.messages import Event, EventKind, Message, encode
-from parley.errors import BadRequest, Conflict, Forbidden, Unavailable, chat_not_found
+from parley.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    ParleyError,
+    Unavailable,
+    chat_not_found,
+)
 from parley.storage.schema import (
     chats,
     devices,
@@ -117,6 +124,7 @@ class SqlStore:
         self._write_lock = asyncio.Lock()
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
+        self._sends = _Batcher(self._store_batch)
 
     # -- life cycle -------------------------------------------------------
 
@@ -642,32 +650,63 @@ class SqlStore:
         text_: str | None,
         media_ids: list[str],
     ) -> tuple[Message, bool, list[Event]]:
-        """Store a message; a known client id gives back the stored one."""
+        """Store a message; a known client id gives back the stored one.
 
+        Sends that arrive while a commit is under way are stored together in
+        the next transaction, each in a savepoint of its own: one commit (and
+        one fsync) for many messages, and each answered only after it.
+        """
+        request = _SendRequest(sender_id, chat_id, client_id, text_, media_ids)
+        return await self._sends.submit(request)
+
+    async def _store_batch(
+        self, requests: list[_SendRequest]
+    ) -> list[tuple[Message, bool, list[Event]] | ParleyError]:
         async def transaction(conn: AsyncConnection):
-            sender = await _membership(conn, chat_id, sender_id)
-            if sender is None or not sender.active:
-                raise chat_not_found(chat_id)
-
-            stored = await _message_by_client_id(conn, chat_id, sender_id, client_id)
-            if stored is not None:
-                return stored, False, []
-
-            images = await self._uploaded_images(conn, sender_id, media_ids)
-            seq = await conn.scalar(
-                update(chats)
-                .where(chats.c.id == chat_id)
-                .values(last_seq=chats.c.last_seq + 1)
-                .returning(chats.c.last_seq)
-            )
-            message = Message(
-                chat_id, int(seq), sender_id, client_id, text_, images, self._clock()
-            )
-            await self._insert_message(conn, message, media_ids)
-            appended = await self._fan_out_message(conn, message, sender)
-            return message, True, appended
+            outcomes: list[tuple[Message, bool, list[Event]] | ParleyError] = []
+            for request in requests:
+                try:
+                    async with conn.begin_nested():
+                        outcomes.append(await self._store_message(conn, request))
+                except ParleyError as refusal:
+                    outcomes.append(refusal)
+            return outcomes
 
         return await self._transaction(transaction)
+
+    async def _store_message(
+        self, conn: AsyncConnection, request: _SendRequest
+    ) -> tuple[Message, bool, list[Event]]:
+        chat_id, sender_id = request.chat_id, request.sender_id
+        sender = await _membership(conn, chat_id, sender_id)
+        if sender is None or not sender.active:
+            raise chat_not_found(chat_id)
+
+        stored = await _message_by_client_id(
+            conn, chat_id, sender_id, request.client_id
+        )
+        if stored is not None:
+            return stored, False, []
+
+        images = await self._uploaded_images(conn, sender_id, request.media_ids)
+        seq = await conn.scalar(
+            update(chats)
+            .where(chats.c.id == chat_id)
+            .values(last_seq=chats.c.last_seq + 1)
+            .returning(chats.c.last_seq)
+        )
+        message = Message(
+            chat_id,
+            int(seq),
+            sender_id,
+            request.client_id,
+            request.text,
+            images,
+            self._clock(),
+        )
+        await self._insert_message(conn, message, request.media_ids)
+        appended = await self._fan_out_message(conn, message, sender)
+        return message, True, appended
 
     async def _uploaded_images(
         self, conn: AsyncConnection, sender_id: str, media_ids: list[str]
@@ -919,6 +958,60 @@ class SqlStore:
 
 
 # -- helpers shared by the transactions -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _SendRequest:
+    sender_id: str
+    chat_id: int
+    client_id: str
+    text: str | None
+    media_ids: list[str]
+
+
+_MAX_BATCH = 256
+
+
+class _Batcher:
+    """Runs requests in batches: those that queue while one batch commits
+    form the next. Each caller gets its own outcome, or the batch's error."""
+
+    def __init__(self, run: Callable[[list], Awaitable[list]]) -> None:
+        self._run = run
+        self._queue: list[tuple[object, asyncio.Future]] = []
+        self._draining = False
+
+    async def submit(self, request: object):  # noqa: ANN201
+        outcome = asyncio.get_running_loop().create_future()
+        self._queue.append((request, outcome))
+        if not self._draining:
+            self._draining = True
+            asyncio.create_task(self._drain())
+        result = await outcome
+        if isinstance(result, ParleyError):
+            raise result
+        return result
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[:_MAX_BATCH]
+                del self._queue[:_MAX_BATCH]
+                await self._run_batch(batch)
+        finally:
+            self._draining = False
+
+    async def _run_batch(self, batch: list[tuple[object, asyncio.Future]]) -> None:
+        try:
+            results = await self._run([request for request, _ in batch])
+        except Exception as error:  # noqa: BLE001 - handed to every caller
+            for _, outcome in batch:
+                if not outcome.done():
+                    outcome.set_exception(error)
+            return
+        for (_, outcome), result in zip(batch, results, strict=True):
+            if not outcome.done():
+                outcome.set_result(result)
 
 
 def _sqlite_engine(url: str, *, pool_size: int, begin: str) -> AsyncEngine:

@@ -1,0 +1,79 @@
+"""The SQL store itself, on SQLite and on PostgreSQL, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import pytest
+
+from parley.errors import NotFound, ParleyError
+from parley.storage import migrate
+from parley.storage.sql import SqlStore
+from tests.support import create_postgres_database, drop_postgres_database
+
+_clock = itertools.count(1_700_000_000_000)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request, tmp_path) -> AsyncIterator[SqlStore]:  # noqa: ANN001
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = await asyncio.to_thread(create_postgres_database)
+    await asyncio.to_thread(migrate.upgrade, url)
+    opened = SqlStore(url, lambda: next(_clock), max_group_members=100)
+    await opened.open()
+    yield opened
+    await opened.close()
+    if request.param == "postgres":
+        await asyncio.to_thread(drop_postgres_database, url)
+
+
+async def test_concurrent_sends_get_gap_free_sequences_and_refusals_stay_apart(
+    store: SqlStore,
+):
+    """Sends batched into one commit: every good one stored, every bad one refused."""
+    view, _ = await store.create_group("alice", "crowd", ["bob", "carol"])
+
+    async def attempt(number: int):
+        sender = "mallory" if number % 7 == 0 else ("alice", "bob", "carol")[number % 3]
+        try:
+            message, _, _ = await store.send(
+                sender, view.chat_id, f"c{number}", "hi", []
+            )
+            return message.seq
+        except ParleyError as refusal:
+            return refusal
+
+    outcomes = await asyncio.gather(*(attempt(n) for n in range(70)))
+
+    stored = sorted(o for o in outcomes if isinstance(o, int))
+    refused = [o for o in outcomes if not isinstance(o, int)]
+    assert stored == list(range(1, 61))
+    assert len(refused) == 10 and all(isinstance(r, NotFound) for r in refused)
+
+
+async def test_the_same_client_id_twice_in_one_batch_is_one_message(store: SqlStore):
+    view, _ = await store.open_private_chat("alice", "bob")
+
+    results = await asyncio.gather(
+        *(store.send("alice", view.chat_id, "same", "once", []) for _ in range(5))
+    )
+
+    assert {message.seq for message, _, _ in results} == {1}
+    assert [created for _, created, _ in results].count(True) == 1
+
+
+async def test_each_member_log_gets_each_message_once_in_order(store: SqlStore):
+    view, _ = await store.create_group("alice", "log", ["bob"])
+    await asyncio.gather(
+        *(store.send("alice", view.chat_id, f"m{n}", f"{n}", []) for n in range(20))
+    )
+
+    events = await store.events_after("bob", 0, 100)
+
+    cursors = [event.cursor for event in events]
+    assert cursors == list(range(1, len(events) + 1))
+    assert [e.kind for e in events].count("message") == 20
