@@ -161,8 +161,12 @@ class ParleyClient:
             headers={"Content-Type": "application/octet-stream"},
         )
 
-    async def download_image(self, media_id: str, *, thumbnail: bool = False) -> bytes:
-        path = f"/v1/media/{media_id}" + ("/thumbnail" if thumbnail else "")
+    async def download_image(
+        self, media_id: str, *, chat_id: int | None = None, thumbnail: bool = False
+    ) -> bytes:
+        """An image of a message in ``chat_id``, or, without it, your own upload."""
+        prefix = f"/v1/chats/{chat_id}" if chat_id is not None else "/v1"
+        path = f"{prefix}/media/{media_id}" + ("/thumbnail" if thumbnail else "")
         response = await self._http.get(path)
         if response.status_code >= 400:
             raise _refusal(response)

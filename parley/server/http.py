@@ -371,9 +371,11 @@ async def upload_image(request: Request, me: Me, service: Service) -> dict:
     response_class=Response,
     tags=["images"],
 )
-async def download_image(media_id: MediaId, me: Me, service: Service) -> Response:
-    """The stored image, if you uploaded it or can see a message that holds it."""
-    content, content_type = await service.download(me, media_id, thumbnail=False)
+async def download_upload(media_id: MediaId, me: Me, service: Service) -> Response:
+    """An image you uploaded."""
+    content, content_type = await service.download(
+        me, media_id, chat_id=None, thumbnail=False
+    )
     return _image_response(content, content_type)
 
 
@@ -383,9 +385,46 @@ async def download_image(media_id: MediaId, me: Me, service: Service) -> Respons
     response_class=Response,
     tags=["images"],
 )
-async def download_thumbnail(media_id: MediaId, me: Me, service: Service) -> Response:
-    """A JPEG preview of the image, at most 320 pixels on its longest side."""
-    content, content_type = await service.download(me, media_id, thumbnail=True)
+async def download_upload_thumbnail(
+    media_id: MediaId, me: Me, service: Service
+) -> Response:
+    """The JPEG preview (at most 320 pixels on its longest side) of an image you
+    uploaded."""
+    content, content_type = await service.download(
+        me, media_id, chat_id=None, thumbnail=True
+    )
+    return _image_response(content, content_type)
+
+
+@router.get(
+    "/chats/{chat_id}/media/{media_id}",
+    responses={**ERRORS, 200: {"content": {"image/*": {}}}},
+    response_class=Response,
+    tags=["images"],
+)
+async def download_image(
+    chat_id: ChatId, media_id: MediaId, me: Me, service: Service
+) -> Response:
+    """An image of a message of the chat that you can see."""
+    content, content_type = await service.download(
+        me, media_id, chat_id=chat_id, thumbnail=False
+    )
+    return _image_response(content, content_type)
+
+
+@router.get(
+    "/chats/{chat_id}/media/{media_id}/thumbnail",
+    responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}},
+    response_class=Response,
+    tags=["images"],
+)
+async def download_thumbnail(
+    chat_id: ChatId, media_id: MediaId, me: Me, service: Service
+) -> Response:
+    """The JPEG preview of an image of a message of the chat that you can see."""
+    content, content_type = await service.download(
+        me, media_id, chat_id=chat_id, thumbnail=True
+    )
     return _image_response(content, content_type)
 
 

@@ -206,9 +206,10 @@ class Messenger:
         return record
 
     async def download(
-        self, me: Identity, media_id: str, *, thumbnail: bool
+        self, me: Identity, media_id: str, *, chat_id: int | None, thumbnail: bool
     ) -> tuple[bytes, str]:
-        record = await self.store.media_for(me.user_id, media_id)
+        """An image for its uploader, or for a member who can see it in a chat."""
+        record = await self.store.media_for(me.user_id, media_id, chat_id)
         if record is None:
             raise _media_not_found(media_id)
 

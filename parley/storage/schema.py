@@ -48,7 +48,16 @@ members = Table(
     Column("delivered_seq", BigInteger, nullable=False),
     Column("joined_at_ms", BigInteger, nullable=False),
 )
-Index("members_by_user", members.c.user_id, members.c.chat_id)
+
+# Distributed by user_id: the chats a user is or was in, so that the chat list
+# is read from one shard; written with ``members`` in one transaction.
+user_chats = Table(
+    "user_chats",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("chat_id", BigInteger, primary_key=True),
+    Column("joined_at_ms", BigInteger, nullable=False),
+)
 
 # Distributed by chat_id; (chat_id, seq) is the message's identity.
 messages = Table(
@@ -73,7 +82,7 @@ message_media = Table(
     Column("position", Integer, primary_key=True),
     Column("media_id", String(64), nullable=False),
 )
-Index("message_media_by_media", message_media.c.media_id)
+Index("message_media_in_chat", message_media.c.chat_id, message_media.c.media_id)
 
 # Distributed by id (the content hash); a reference table would do as well.
 media = Table(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import orjson
-from sqlalchemy import and_, event, func, or_, select, text, update
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -51,6 +51,7 @@ from parley.storage.schema import (
     members,
     message_media,
     messages,
+    user_chats,
     users,
 )
 
@@ -571,6 +572,13 @@ class SqlStore:
                 for user_id in user_ids
             ],
         )
+        await conn.execute(
+            _insert_ignore(user_chats, self._is_sqlite),
+            [
+                {"user_id": user_id, "chat_id": chat_id, "joined_at_ms": now}
+                for user_id in user_ids
+            ],
+        )
 
     async def _announce_created(
         self, conn: AsyncConnection, chat_id: int, by: str
@@ -631,7 +639,7 @@ class SqlStore:
         """The user's chats, most recent activity first."""
         async with self._read() as conn:
             chat_ids = await conn.scalars(
-                select(members.c.chat_id).where(members.c.user_id == user_id)
+                select(user_chats.c.chat_id).where(user_chats.c.user_id == user_id)
             )
             views = [
                 await _chat_view(conn, chat_id, user_id) for chat_id in chat_ids.all()
@@ -925,36 +933,42 @@ class SqlStore:
 
         return await self._transaction(transaction)
 
-    async def media_for(self, user_id: str, media_id: str) -> MediaRecord | None:
-        """The image, if the user uploaded it or can see a message that holds it."""
+    async def media_for(
+        self, user_id: str, media_id: str, chat_id: int | None
+    ) -> MediaRecord | None:
+        """The image, if the user uploaded it, or if ``chat_id`` names a chat
+        where the user can see a message that holds it."""
         async with self._read() as conn:
             row = (
                 await conn.execute(select(media).where(media.c.id == media_id))
             ).one_or_none()
             if row is None:
                 return None
-            if await _may_download(conn, user_id, media_id):
-                return _media_record(row)
-        return None
+            if chat_id is None:
+                allowed = await _uploaded_by(conn, user_id, media_id)
+            else:
+                allowed = await _visible_in_chat(conn, user_id, media_id, chat_id)
+        return _media_record(row) if allowed else None
 
     # -- presence ---------------------------------------------------------
 
     async def contacts(self, user_id: str) -> list[str]:
         """The users who share an active chat with ``user_id``."""
-        mine = select(members.c.chat_id).where(
-            members.c.user_id == user_id, members.c.left_at.is_(None)
-        )
         async with self._read() as conn:
-            others = await conn.scalars(
-                select(members.c.user_id)
-                .distinct()
-                .where(
-                    members.c.chat_id.in_(mine),
+            chat_ids = await conn.scalars(
+                select(user_chats.c.chat_id).where(user_chats.c.user_id == user_id)
+            )
+            rows = await conn.execute(
+                select(members.c.chat_id, members.c.user_id).where(
+                    members.c.chat_id.in_(list(chat_ids.all())),
                     members.c.left_at.is_(None),
-                    members.c.user_id != user_id,
                 )
             )
-            return sorted(others.all())
+        by_chat: dict[int, set[str]] = {}
+        for chat_id, member_id in rows:
+            by_chat.setdefault(chat_id, set()).add(member_id)
+        shared = set().union(*(ids for ids in by_chat.values() if user_id in ids))
+        return sorted(shared - {user_id})
 
 
 # -- helpers shared by the transactions -------------------------------------
@@ -1233,29 +1247,25 @@ def _media_record(row) -> MediaRecord:  # noqa: ANN001
     )
 
 
-async def _may_download(conn: AsyncConnection, user_id: str, media_id: str) -> bool:
+async def _uploaded_by(conn: AsyncConnection, user_id: str, media_id: str) -> bool:
     uploaded = await conn.scalar(
         select(media_uploads.c.media_id).where(
             media_uploads.c.uploader_id == user_id, media_uploads.c.media_id == media_id
         )
     )
-    if uploaded is not None:
-        return True
+    return uploaded is not None
 
-    held_in_visible_message = await conn.scalar(
-        select(message_media.c.seq)
-        .join(
-            members,
-            and_(
-                members.c.chat_id == message_media.c.chat_id,
-                members.c.user_id == user_id,
-            ),
+
+async def _visible_in_chat(
+    conn: AsyncConnection, user_id: str, media_id: str, chat_id: int
+) -> bool:
+    """Whether a message of the chat within the member's window holds it."""
+    member = await _membership(conn, chat_id, user_id)
+    if member is None:
+        return False
+    seqs = await conn.scalars(
+        select(message_media.c.seq).where(
+            message_media.c.chat_id == chat_id, message_media.c.media_id == media_id
         )
-        .where(
-            message_media.c.media_id == media_id,
-            message_media.c.seq > members.c.joined_after,
-            or_(members.c.left_at.is_(None), message_media.c.seq <= members.c.left_at),
-        )
-        .limit(1)
     )
-    return held_in_visible_message is not None
+    return any(member.sees(seq) for seq in seqs)

@@ -45,9 +45,9 @@ async def test_the_story_holds_with_devices_spread_over_three_nodes(
             await asyncio.wait_for(web.synced.wait(), DELIVERY_S)
             await bobs_phone.send(group["id"], "from node three", images=[photo["id"]])
             arrived = await web.wait_for(message_in(group["id"]), DELIVERY_S)
-            assert await carol.download_image(photo["id"]) == await bob.download_image(
-                photo["id"]
-            )
+            assert await carol.download_image(
+                photo["id"], chat_id=group["id"]
+            ) == await bob.download_image(photo["id"])
 
             sent = await bobs_phone.send(private["id"], "hi alice")
             await phone.wait_for(message_in(private["id"]), DELIVERY_S)

@@ -26,7 +26,7 @@ async def test_acknowledged_messages_survive_kill_9(fresh_server: ServerProcess)
     server.start()
     history = await bob.history(chat["id"], limit=100)
     bobs_chat = await bob.chat(chat["id"])
-    stored_image = await bob.download_image(image["id"])
+    stored_image = await bob.download_image(image["id"], chat_id=chat["id"])
     await alice.close()
     await bob.close()
 

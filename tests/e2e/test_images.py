@@ -98,14 +98,25 @@ async def test_images_travel_with_a_message_and_only_members_may_download(
     async with carol.connect() as carols_web:
         await alice.send(group["id"], "look", images=ids)
         frame = await carols_web.wait_for(lambda f: f["type"] == "message", DELIVERY_S)
-        downloaded = [await carol.download_image(media_id) for media_id in ids]
+        downloaded = [
+            await carol.download_image(media_id, chat_id=group["id"])
+            for media_id in ids
+        ]
 
     assert [image["id"] for image in frame["message"]["images"]] == ids
     assert all(downloaded)
     for media_id in ids:
-        with pytest.raises(ParleyClientError) as refused:
-            await dave.download_image(media_id)
-        assert (refused.value.status, refused.value.code) == (404, "media_not_found")
+        for attempt in (
+            dave.download_image(media_id, chat_id=group["id"]),
+            dave.download_image(media_id),
+            carol.download_image(media_id),
+        ):
+            with pytest.raises(ParleyClientError) as refused:
+                await attempt
+            assert (refused.value.status, refused.value.code) == (
+                404,
+                "media_not_found",
+            )
 
 
 async def test_a_message_cannot_carry_an_image_someone_else_uploaded(people: People):
@@ -134,3 +145,17 @@ async def test_a_message_of_only_images_is_allowed_but_four_are_too_many(
 
     assert sent["message"]["text"] is None and len(sent["message"]["images"]) == 3
     assert refused.value.code == "too_many_images"
+
+
+async def test_a_member_added_later_cannot_download_an_earlier_image(people: People):
+    """dave joins after the photo was sent: it is outside his window."""
+    alice, dave = people.client("alice"), people.client("dave")
+    group = await alice.create_group("before dave", [people.id("bob")])
+    image = await alice.upload_image((IMAGES / "rocket.jpg").read_bytes())
+    await alice.send(group["id"], "old photo", images=[image["id"]])
+
+    await alice.add_member(group["id"], people.id("dave"))
+
+    with pytest.raises(ParleyClientError) as refused:
+        await dave.download_image(image["id"], chat_id=group["id"])
+    assert refused.value.code == "media_not_found"

@@ -53,7 +53,9 @@ async def test_a_day_of_parley(fresh_server: ServerProcess):
         await bobs_phone.send(group["id"], "photos from saturday", images=photo_ids)
         arrived = await carols_web.wait_for(message_in(group["id"]), DELIVERY_S)
         assert len(arrived["message"]["images"]) == 3
-        assert await carol.download_image(photo_ids[0], thumbnail=True)
+        assert await carol.download_image(
+            photo_ids[0], chat_id=group["id"], thumbnail=True
+        )
 
         # Texts: accepted and refused as their verdicts say.
         for case in texts():

@@ -77,3 +77,18 @@ async def test_each_member_log_gets_each_message_once_in_order(store: SqlStore):
     cursors = [event.cursor for event in events]
     assert cursors == list(range(1, len(events) + 1))
     assert [e.kind for e in events].count("message") == 20
+
+
+async def test_the_migrations_build_exactly_the_schema_the_code_uses(store: SqlStore):
+    """Alembic finds nothing to change between the migrated database and schema.py."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from parley.storage.schema import metadata
+
+    async with store._read() as conn:
+        differences = await conn.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+        )
+
+    assert differences == []
