@@ -349,5 +349,13 @@ async def _type_chat(device, chat_id: int) -> None:  # noqa: ANN001
             await device.send(chat_id, line.rstrip("\n"))
 
 
+def _register_design_commands() -> None:
+    from parley.capacity import capacity
+
+    main.add_command(capacity)
+
+
+_register_design_commands()
+
 if __name__ == "__main__":
     main()
