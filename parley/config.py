@@ -17,6 +17,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from parley.domain.push import DEFAULT_WEBPUSH_HOSTS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="forbid")
@@ -38,6 +40,25 @@ class Settings(BaseSettings):
     s3_region: str = ""
     s3_access_key_id: str = ""
     s3_secret_access_key: str = ""
+
+    # Push to devices without a live connection; a service with no
+    # credentials configured is not used.
+    push_show_text: bool = False
+    push_delay_ms: int = Field(1000, ge=0, le=60_000)
+    push_lease_s: float = Field(30.0, gt=0)
+    push_concurrency: int = Field(16, ge=1)
+    apns_key_file: Path | None = None
+    apns_key_id: str = ""
+    apns_team_id: str = ""
+    apns_bundle_id: str = ""
+    apns_url: str = "https://api.push.apple.com"
+    apns_ca_file: Path | None = None
+    fcm_service_account_file: Path | None = None
+    fcm_url: str = "https://fcm.googleapis.com"
+    webpush_vapid_private_key: str = ""
+    webpush_subject: str = ""
+    webpush_ca_file: Path | None = None
+    webpush_allowed_hosts: list[str] = list(DEFAULT_WEBPUSH_HOSTS)
 
     # Tokens: HS256 with a shared secret, or RS256/ES256 with a public key.
     jwt_secret: str = ""

@@ -57,5 +57,16 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     # Alembic narrates its plugins at INFO; the CLI reports the schema itself.
     # SQLAlchemy and aiosqlite would log statements with their parameters,
     # which hold message text, even at DEBUG: keep them to warnings.
-    for name in ("alembic", "sqlalchemy", "aiosqlite", "asyncio"):
+    # HTTP clients log request URLs, which for push hold device tokens.
+    for name in (
+        "alembic",
+        "sqlalchemy",
+        "aiosqlite",
+        "asyncio",
+        "httpx",
+        "httpcore",
+        "hpack",
+        "google",
+        "urllib3",
+    ):
         logging.getLogger(name).setLevel(max(root.level, logging.WARNING))

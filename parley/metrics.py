@@ -25,3 +25,18 @@ REFUSALS = Counter(
     "parley_refusals_total", "Requests and frames refused, by stable code.", ["code"]
 )
 IMAGES_STORED = Counter("parley_images_stored_total", "Images accepted and stored.")
+PUSHES = Counter(
+    "parley_pushes_total",
+    "Pushes by service and what became of them: queued, delivered, retry, gone, "
+    "rejected, or dropped (device live, chat read, muted).",
+    ["service", "outcome"],
+)
+PUSH_SECONDS = Histogram(
+    "parley_push_send_seconds", "Time a push service took to answer.", ["service"]
+)
+PUSH_DELIVERY_SECONDS = Histogram(
+    "parley_push_delivery_seconds",
+    "From a push being queued with its message to its service accepting it.",
+    ["service"],
+    buckets=(0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300),
+)

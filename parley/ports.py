@@ -53,6 +53,8 @@ class Presence(Protocol):
 
     async def is_online(self, user_id: str) -> bool: ...
 
+    async def live_devices(self, user_id: str) -> set[str]: ...
+
 
 class MediaStore(Protocol):
     """Image bytes by content key; a put is durable when it returns."""

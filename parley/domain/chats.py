@@ -39,6 +39,7 @@ class Membership:
     left_at: int | None
     read_seq: int
     delivered_seq: int
+    muted: bool = False
 
     @property
     def active(self) -> bool:

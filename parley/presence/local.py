@@ -41,5 +41,10 @@ class LocalPresence:
     async def is_online(self, user_id: str) -> bool:
         return bool(self._connections.get(user_id))
 
+    async def live_devices(self, user_id: str) -> set[str]:
+        """Devices of the user with a live connection (ids are device/unique)."""
+        connections = self._connections.get(user_id, ())
+        return {connection_id.split("/", 1)[0] for connection_id in connections}
+
     def healthy(self) -> bool:
         return True

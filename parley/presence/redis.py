@@ -127,6 +127,17 @@ class RedisPresence:
             return False
         return live > 0
 
+    async def live_devices(self, user_id: str) -> set[str]:
+        """Devices with an unexpired entry (entries are node/device/unique)."""
+        try:
+            entries = await self._redis.zrangebyscore(
+                self._user_key + user_id, _now_ms(), "+inf"
+            )
+        except (RedisError, OSError) as error:
+            log.warning("presence unknown, redis unavailable", error=str(error))
+            return set()
+        return {entry.decode().split("/")[1] for entry in entries}
+
     async def _maintain_forever(self) -> None:
         interval_s = self._ttl_ms / 3000
         while True:

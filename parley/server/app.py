@@ -28,6 +28,7 @@ from parley.presence.redis import RedisPresence
 from parley.server import http
 from parley.server.gateway import Gateway
 from parley.server.messenger import Messenger
+from parley.server.pusher import Pusher, services_from_settings
 from parley.storage.sql import SqlStore
 
 log = structlog.get_logger(__name__)
@@ -48,6 +49,11 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> FastAPI:
             await part.start()
 
         messenger = Messenger(settings, store, media_store, fanout, presence, clock)
+        pusher = Pusher(
+            settings, store, presence, services_from_settings(settings), clock
+        )
+        await pusher.start()
+        messenger.on_pushes_due = pusher.wake
         app.state.messenger = messenger
         app.state.verifier = verifier_from_settings(settings)
         app.state.gateway = Gateway(messenger, app.state.verifier)
@@ -57,11 +63,13 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> FastAPI:
             database=_engine_name(settings),
             fanout=type(fanout).__name__,
             media=type(media_store).__name__,
+            push=pusher.services,
         )
         try:
             yield
         finally:
             app.state.gateway.drain()
+            await pusher.stop()
             for part in (presence, fanout, media_store):
                 await part.stop()
             await store.close()
@@ -96,6 +104,7 @@ def build_adapters(
         settings.resolved_database_url,
         clock,
         max_group_members=settings.max_group_members,
+        push_delay_ms=settings.push_delay_ms,
     )
 
     media_store: MediaStore

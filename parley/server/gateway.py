@@ -197,7 +197,8 @@ class Gateway:
     async def _open(
         self, websocket: WebSocket, identity: Identity, hello: Hello
     ) -> Connection:
-        connection_id = uuid.uuid4().hex
+        # The device in the id lets presence tell which devices are live.
+        connection_id = f"{identity.device_id}/{uuid.uuid4().hex}"
         acked = await self.messenger.device_connected(identity, connection_id)
         try:
             last = await self.messenger.store.last_cursor(identity.user_id)

@@ -104,6 +104,7 @@ class ChatOut(BaseModel):
     read_seq: int
     unread_count: int
     active: bool = Field(description="False once you left or were removed.")
+    muted: bool = Field(description="True: no push notifications for this chat.")
     last_message: Preview | None
 
 
@@ -140,6 +141,20 @@ class PresenceAnswer(BaseModel):
 
 class AckRequest(BaseModel):
     cursor: int = Field(ge=0, le=MAX_ID, description="Processed up to here.")
+
+
+class PushRequest(BaseModel):
+    service: str = Field(description="'apns', 'fcm' or 'webpush'.")
+    token: str = Field(
+        description="The APNs device token (hex), the FCM registration token, or "
+        "the Web Push subscription's endpoint URL."
+    )
+    p256dh: str | None = Field(None, description="Web Push: the subscription's key.")
+    auth: str | None = Field(None, description="Web Push: the subscription's secret.")
+
+
+class MuteRequest(BaseModel):
+    muted: bool
 
 
 class EventPage(BaseModel):
@@ -326,6 +341,34 @@ async def ack(body: AckRequest, me: Me, service: Service) -> Response:
     """Acknowledge your log up to a cursor, as a WebSocket ``ack`` does: the
     messages in it become delivered."""
     await service.ack(me, body.cursor)
+    return Response(status_code=204)
+
+
+# -- push --------------------------------------------------------------------
+
+
+@router.put("/devices/current/push", status_code=204, responses=ERRORS, tags=["push"])
+async def register_push(body: PushRequest, me: Me, service: Service) -> Response:
+    """Where the device of your token is notified while it has no live connection."""
+    await service.register_push(me, body.service, body.token, body.p256dh, body.auth)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/devices/current/push", status_code=204, responses=ERRORS, tags=["push"]
+)
+async def unregister_push(me: Me, service: Service) -> Response:
+    """Stop notifying the device of your token."""
+    await service.unregister_push(me)
+    return Response(status_code=204)
+
+
+@router.put("/chats/{chat_id}/mute", status_code=204, responses=ERRORS, tags=["push"])
+async def mute(
+    chat_id: ChatId, body: MuteRequest, me: Me, service: Service
+) -> Response:
+    """Mute or unmute a chat: a muted chat sends you no notifications."""
+    await service.mute(me, chat_id, body.muted)
     return Response(status_code=204)
 
 

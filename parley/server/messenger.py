@@ -26,6 +26,7 @@ from parley.domain.messages import (
     encode,
     iso_time,
 )
+from parley.domain.push import check_push_address
 from parley.domain.text import normalize_text
 from parley.errors import BadRequest, NotFound, Unavailable
 from parley.media.images import process_image
@@ -69,6 +70,7 @@ class Messenger:
         self.presence = presence
         self.clock = clock
         self._image_slots = asyncio.Semaphore(_IMAGE_WORKERS)
+        self.on_pushes_due: Callable[[], None] = lambda: None
         presence.on_expired(self.presence_expired)
 
     async def _notify(self, events: list[Event]) -> None:
@@ -140,6 +142,7 @@ class Messenger:
         if created:
             metrics.MESSAGES_SENT.inc()
             await self._notify(events)
+            self.on_pushes_due()
         return message, created
 
     async def history(
@@ -157,6 +160,7 @@ class Messenger:
     async def read(self, me: Identity, chat_id: int, seq: object) -> ReadPosition:
         member, last_seq, events = await self.store.read(me.user_id, chat_id, seq)
         await self._notify(events)
+        self.on_pushes_due()
         unread = max(0, member.visible_last(last_seq) - member.read_seq)
         return ReadPosition(chat_id, member.read_seq, unread)
 
@@ -167,6 +171,33 @@ class Messenger:
     async def ack(self, me: Identity, cursor: int) -> None:
         events = await self.store.ack(me.user_id, me.device_id, cursor)
         await self._notify(events)
+
+    # -- push -------------------------------------------------------------
+
+    async def register_push(
+        self, me: Identity, service: object, token: object, p256dh: object, auth: object
+    ) -> None:
+        """Where this device is reached while it has no live connection."""
+        address = check_push_address(
+            service,
+            token,
+            p256dh,
+            auth,
+            allowed_hosts=tuple(self.settings.webpush_allowed_hosts),
+        )
+        await self.store.set_push_address(me.user_id, me.device_id, address)
+        log.info(
+            "push address registered",
+            user_id=me.user_id,
+            device_id=me.device_id,
+            service=address.service,
+        )
+
+    async def unregister_push(self, me: Identity) -> None:
+        await self.store.set_push_address(me.user_id, me.device_id, None)
+
+    async def mute(self, me: Identity, chat_id: int, muted: bool) -> None:
+        await self.store.set_muted(me.user_id, chat_id, muted)
 
     # -- images -----------------------------------------------------------
 

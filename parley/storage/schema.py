@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Index,
     Integer,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -47,6 +49,7 @@ members = Table(
     Column("read_seq", BigInteger, nullable=False),
     Column("delivered_seq", BigInteger, nullable=False),
     Column("joined_at_ms", BigInteger, nullable=False),
+    Column("muted", Boolean, nullable=False, server_default=false()),
 )
 
 # Distributed by user_id: the chats a user is or was in, so that the chat list
@@ -127,6 +130,11 @@ devices = Table(
     Column("acked_cursor", BigInteger, nullable=False, default=0),
     Column("first_seen_at_ms", BigInteger, nullable=False),
     Column("last_seen_at_ms", BigInteger, nullable=False),
+    # Where the device is reached when it has no live connection, if anywhere.
+    Column("push_service", String(16)),
+    Column("push_token", Text),
+    Column("push_p256dh", String(128)),
+    Column("push_auth", String(64)),
 )
 
 # Distributed by user_id: every event a user's devices must receive, in order.
@@ -142,4 +150,33 @@ events = Table(
     Column("sender_id", String(64)),
     Column("payload", LargeBinary, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+)
+
+# Distributed by user_id: the notification each device is owed, one per chat,
+# so that many messages of a chat collapse into one. Queued in the
+# transaction that stores the message or moves the read position.
+push_jobs = Table(
+    "push_jobs",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("device_id", String(64), primary_key=True),
+    Column("chat_id", BigInteger, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("queued_at_ms", BigInteger, nullable=False),
+    Column("due_at_ms", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("claimed_until_ms", BigInteger, nullable=False),
+)
+Index("push_jobs_due", push_jobs.c.due_at_ms)
+
+# Distributed by user_id: the notification a device shows for a chat, so that
+# reading elsewhere can take it away.
+push_shown = Table(
+    "push_shown",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("device_id", String(64), primary_key=True),
+    Column("chat_id", BigInteger, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
 )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import orjson
-from sqlalchemy import event, func, select, text, update
+from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -34,6 +34,7 @@ from parley.domain.chats import (
     private_chat_key,
 )
 from parley.domain.messages import Event, EventKind, Message, encode
+from parley.domain.push import PushJob
 from parley.errors import (
     BadRequest,
     Conflict,
@@ -42,6 +43,8 @@ from parley.errors import (
     Unavailable,
     chat_not_found,
 )
+from parley.push import PushAddress
+from parley.storage import pushes
 from parley.storage.schema import (
     chats,
     devices,
@@ -51,6 +54,7 @@ from parley.storage.schema import (
     members,
     message_media,
     messages,
+    push_jobs,
     user_chats,
     users,
 )
@@ -89,6 +93,7 @@ class ChatView:
             "read_seq": self.member.read_seq,
             "unread_count": self.unread_count,
             "active": self.member.active,
+            "muted": self.member.muted,
             "last_message": self.last_message.preview() if self.last_message else None,
         }
 
@@ -117,10 +122,18 @@ class MediaRecord:
 class SqlStore:
     """Named transactions over one SQLAlchemy engine (two for SQLite)."""
 
-    def __init__(self, url: str, clock: Clock, *, max_group_members: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        clock: Clock,
+        *,
+        max_group_members: int,
+        push_delay_ms: int = 0,
+    ) -> None:
         self._url = url
         self._clock = clock
         self._max_group_members = max_group_members
+        self._push_delay_ms = push_delay_ms
         self._is_sqlite = url.startswith("sqlite")
         self._write_lock = asyncio.Lock()
         self._writer: AsyncEngine | None = None
@@ -778,7 +791,7 @@ class SqlStore:
             .values(read_seq=message.seq, delivered_seq=message.seq)
         )
         recipients = await _active_member_ids(conn, message.chat_id)
-        return await self._append(
+        appended = await self._append(
             conn,
             recipients,
             EventKind.MESSAGE,
@@ -788,6 +801,27 @@ class SqlStore:
             sender_id=message.sender_id,
             sent_at_ms=message.sent_at_ms,
         )
+
+        # The durable promise of a push goes in with the message itself.
+        now = self._clock()
+        await pushes.queue_notifications(
+            conn,
+            chat_id=message.chat_id,
+            seq=message.seq,
+            recipients=[user for user in recipients if user != sender.user_id],
+            now_ms=now,
+            delay_ms=self._push_delay_ms,
+            is_sqlite=self._is_sqlite,
+        )
+        await pushes.queue_withdrawals(
+            conn,
+            user_id=sender.user_id,
+            chat_id=message.chat_id,
+            read_seq=message.seq,
+            now_ms=now,
+            is_sqlite=self._is_sqlite,
+        )
+        return appended
 
     async def history(
         self,
@@ -848,6 +882,14 @@ class SqlStore:
                 .values(read_seq=read_seq, delivered_seq=delivered_seq)
             )
             moved = _replace(member, read_seq=read_seq, delivered_seq=delivered_seq)
+            await pushes.queue_withdrawals(
+                conn,
+                user_id=user_id,
+                chat_id=chat_id,
+                read_seq=read_seq,
+                now_ms=self._clock(),
+                is_sqlite=self._is_sqlite,
+            )
             appended = await self._append(
                 conn,
                 [user_id],
@@ -949,6 +991,87 @@ class SqlStore:
             else:
                 allowed = await _visible_in_chat(conn, user_id, media_id, chat_id)
         return _media_record(row) if allowed else None
+
+    # -- push -------------------------------------------------------------
+
+    async def set_push_address(
+        self, user_id: str, device_id: str, address: PushAddress | None
+    ) -> None:
+        """Where the device is reached while offline; None stops pushes to it."""
+        values = {
+            "push_service": address.service if address else None,
+            "push_token": address.token if address else None,
+            "push_p256dh": address.p256dh if address else None,
+            "push_auth": address.auth if address else None,
+        }
+
+        async def transaction(conn: AsyncConnection):
+            await _ensure_users(conn, [user_id], self._is_sqlite)
+            now = self._clock()
+            await conn.execute(
+                _insert_ignore(devices, self._is_sqlite).values(
+                    user_id=user_id,
+                    device_id=device_id,
+                    acked_cursor=0,
+                    first_seen_at_ms=now,
+                    last_seen_at_ms=now,
+                )
+            )
+            await conn.execute(
+                update(devices)
+                .where(devices.c.user_id == user_id, devices.c.device_id == device_id)
+                .values(**values)
+            )
+            if address is None:
+                await conn.execute(
+                    delete(push_jobs).where(
+                        push_jobs.c.user_id == user_id,
+                        push_jobs.c.device_id == device_id,
+                    )
+                )
+
+        await self._transaction(transaction)
+
+    async def set_muted(self, user_id: str, chat_id: int, muted: bool) -> None:
+        async def transaction(conn: AsyncConnection):
+            member = await _membership(conn, chat_id, user_id)
+            if member is None or not member.active:
+                raise chat_not_found(chat_id)
+            await conn.execute(
+                update(members)
+                .where(members.c.chat_id == chat_id, members.c.user_id == user_id)
+                .values(muted=muted)
+            )
+
+        await self._transaction(transaction)
+
+    async def claim_pushes(self, limit: int, lease_ms: int) -> list[PushJob]:
+        async def transaction(conn: AsyncConnection):
+            return await pushes.claim(
+                conn, now_ms=self._clock(), lease_ms=lease_ms, limit=limit
+            )
+
+        return await self._transaction(transaction)
+
+    async def finish_push(self, job: PushJob, *, delivered: bool) -> None:
+        async def transaction(conn: AsyncConnection):
+            await pushes.finish(
+                conn, job, delivered=delivered, is_sqlite=self._is_sqlite
+            )
+
+        await self._transaction(transaction)
+
+    async def retry_push(self, job: PushJob, due_at_ms: int) -> None:
+        async def transaction(conn: AsyncConnection):
+            await pushes.retry(conn, job, due_at_ms=due_at_ms)
+
+        await self._transaction(transaction)
+
+    async def forget_push_address(self, job: PushJob) -> None:
+        async def transaction(conn: AsyncConnection):
+            await pushes.forget_address(conn, job)
+
+        await self._transaction(transaction)
 
     # -- presence ---------------------------------------------------------
 
@@ -1123,6 +1246,7 @@ def _membership_from(row) -> Membership:  # noqa: ANN001
         left_at=row.left_at,
         read_seq=row.read_seq,
         delivered_seq=row.delivered_seq,
+        muted=bool(row.muted),
     )
 
 

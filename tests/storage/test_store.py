@@ -3,32 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections.abc import AsyncIterator
-
-import pytest
 
 from parley.errors import NotFound, ParleyError
-from parley.storage import migrate
 from parley.storage.sql import SqlStore
-from tests.support import create_postgres_database, drop_postgres_database
-
-_clock = itertools.count(1_700_000_000_000)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request, tmp_path) -> AsyncIterator[SqlStore]:  # noqa: ANN001
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = await asyncio.to_thread(create_postgres_database)
-    await asyncio.to_thread(migrate.upgrade, url)
-    opened = SqlStore(url, lambda: next(_clock), max_group_members=100)
-    await opened.open()
-    yield opened
-    await opened.close()
-    if request.param == "postgres":
-        await asyncio.to_thread(drop_postgres_database, url)
 
 
 async def test_concurrent_sends_get_gap_free_sequences_and_refusals_stay_apart(
