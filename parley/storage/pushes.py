@@ -24,10 +24,6 @@ from parley.storage.schema import (
 )
 
 
-def _upsert(is_sqlite: bool):  # noqa: ANN202
-    return (sqlite if is_sqlite else postgresql).insert(push_jobs)
-
-
 async def queue_notifications(
     conn: AsyncConnection,
     *,
@@ -60,40 +56,13 @@ async def queue_notifications(
     if not targets:
         return 0
 
-    statement = _upsert(is_sqlite)
-    statement = statement.on_conflict_do_update(
-        index_elements=[
-            push_jobs.c.user_id,
-            push_jobs.c.device_id,
-            push_jobs.c.chat_id,
-        ],
-        set_={
-            "kind": PushKind.NOTIFY.value,
-            "seq": statement.excluded.seq,
-            "attempts": 0,
-            # A burst keeps the first message's moment, so it goes out as one.
-            "due_at_ms": case(
-                (push_jobs.c.kind == PushKind.NOTIFY.value, push_jobs.c.due_at_ms),
-                else_=statement.excluded.due_at_ms,
-            ),
-        },
-    )
-    await conn.execute(
-        statement,
-        [
-            {
-                "user_id": user_id,
-                "device_id": device_id,
-                "chat_id": chat_id,
-                "kind": PushKind.NOTIFY.value,
-                "seq": seq,
-                "queued_at_ms": now_ms,
-                "due_at_ms": now_ms + delay_ms,
-                "attempts": 0,
-                "claimed_until_ms": 0,
-            }
-            for user_id, device_id in targets
-        ],
+    await _owe(
+        conn,
+        PushKind.NOTIFY,
+        [(user_id, device_id, chat_id, seq) for user_id, device_id in targets],
+        now_ms=now_ms,
+        due_at_ms=now_ms + delay_ms,
+        is_sqlite=is_sqlite,
     )
     return len(targets)
 
@@ -128,7 +97,35 @@ async def queue_withdrawals(
     if not shown:
         return
 
-    statement = _upsert(is_sqlite)
+    await _owe(
+        conn,
+        PushKind.WITHDRAW,
+        [(user_id, device_id, chat_id, seq) for device_id, seq in shown],
+        now_ms=now_ms,
+        due_at_ms=now_ms,
+        is_sqlite=is_sqlite,
+    )
+
+
+async def _owe(
+    conn: AsyncConnection,
+    kind: PushKind,
+    jobs: list[tuple[str, str, int, int]],
+    *,
+    now_ms: int,
+    due_at_ms: int,
+    is_sqlite: bool,
+) -> None:
+    """One job per device and chat, (user, device, chat, seq) each: the newest
+    fact replaces the older, and a notification keeps the moment its burst
+    began, so that the burst goes out as one."""
+    statement = (sqlite if is_sqlite else postgresql).insert(push_jobs)
+    due = statement.excluded.due_at_ms
+    if kind is PushKind.NOTIFY:
+        due = case(
+            (push_jobs.c.kind == PushKind.NOTIFY.value, push_jobs.c.due_at_ms),
+            else_=due,
+        )
     statement = statement.on_conflict_do_update(
         index_elements=[
             push_jobs.c.user_id,
@@ -136,10 +133,10 @@ async def queue_withdrawals(
             push_jobs.c.chat_id,
         ],
         set_={
-            "kind": PushKind.WITHDRAW.value,
+            "kind": kind.value,
             "seq": statement.excluded.seq,
             "attempts": 0,
-            "due_at_ms": statement.excluded.due_at_ms,
+            "due_at_ms": due,
         },
     )
     await conn.execute(
@@ -149,14 +146,14 @@ async def queue_withdrawals(
                 "user_id": user_id,
                 "device_id": device_id,
                 "chat_id": chat_id,
-                "kind": PushKind.WITHDRAW.value,
+                "kind": kind.value,
                 "seq": seq,
                 "queued_at_ms": now_ms,
-                "due_at_ms": now_ms,
+                "due_at_ms": due_at_ms,
                 "attempts": 0,
                 "claimed_until_ms": 0,
             }
-            for device_id, seq in shown
+            for user_id, device_id, chat_id, seq in jobs
         ],
     )
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import ssl
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,7 +31,9 @@ from tests.push.fakes import (
     FakeApns,
     FakeFcm,
     FakeWebPush,
+    server_tls,
     write_p8,
+    write_service_account,
 )
 from tests.support import ServerProcess
 
@@ -57,32 +58,6 @@ class PushWorld:
         return f"{user}-{self.suffix}"
 
 
-def _server_tls(ca: trustme.CA, alpn: list[str]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    context.set_alpn_protocols(alpn)
-    return context
-
-
-def _service_account(fcm: FakeFcm, key: rsa.RSAPrivateKey, path: Path) -> Path:
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    info = {
-        "type": "service_account",
-        "project_id": PROJECT_ID,
-        "private_key_id": fcm.private_key_id,
-        "private_key": pem,
-        "client_email": CLIENT_EMAIL,
-        "client_id": "100000000000000000000",
-        "token_uri": fcm.token_uri,
-    }
-    path.write_text(json.dumps(info))
-    return path
-
-
 @pytest.fixture
 async def world(
     tmp_path: Path, backend_env: dict[str, str]
@@ -99,7 +74,7 @@ async def world(
         key_id=KEY_ID,
         public_key=apns_key.public_key(),
         bundle_id=BUNDLE_ID,
-        ssl_context=_server_tls(ca, ["h2"]),
+        ssl_context=server_tls(ca, ["h2"]),
     )
     fcm = FakeFcm(
         project_id=PROJECT_ID,
@@ -107,7 +82,7 @@ async def world(
         private_key_id=uuid.uuid4().hex,
         public_key=fcm_key.public_key(),
     )
-    webpush = FakeWebPush(ssl_context=_server_tls(ca, ["http/1.1"]))
+    webpush = FakeWebPush(ssl_context=server_tls(ca, ["http/1.1"]))
     for fake in (apns, fcm, webpush):
         await fake.start()
 
@@ -126,7 +101,7 @@ async def world(
         "PARLEY_APNS_URL": apns.url,
         "PARLEY_APNS_CA_FILE": str(ca_file),
         "PARLEY_FCM_SERVICE_ACCOUNT_FILE": str(
-            _service_account(fcm, fcm_key, tmp_path / "fcm.json")
+            write_service_account(fcm, fcm_key, tmp_path / "fcm.json")
         ),
         "PARLEY_FCM_URL": fcm.url,
         "PARLEY_WEBPUSH_VAPID_PRIVATE_KEY": vapid_pem,

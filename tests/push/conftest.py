@@ -7,7 +7,6 @@ vendor.
 
 from __future__ import annotations
 
-import json
 import secrets
 import ssl
 from collections.abc import AsyncIterator
@@ -32,7 +31,9 @@ from tests.push.fakes import (
     FakeClock,
     FakeFcm,
     FakeWebPush,
+    server_tls,
     write_p8,
+    write_service_account,
 )
 
 
@@ -46,13 +47,6 @@ def client_tls(tls_ca: trustme.CA) -> ssl.SSLContext:
     """What senders verify the fakes with: the test's authority and no other."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     tls_ca.configure_trust(context)
-    return context
-
-
-def _server_tls(tls_ca: trustme.CA, alpn: list[str]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls_ca.issue_cert("127.0.0.1").configure_cert(context)
-    context.set_alpn_protocols(alpn)
     return context
 
 
@@ -78,7 +72,7 @@ async def fake_apns(
         key_id=KEY_ID,
         public_key=apns_key.public_key(),
         bundle_id=BUNDLE_ID,
-        ssl_context=_server_tls(tls_ca, ["h2"]),
+        ssl_context=server_tls(tls_ca, ["h2"]),
         clock=clock,
     )
     await fake.start()
@@ -139,23 +133,7 @@ def service_account_path(
     fake_fcm: FakeFcm, service_account_key: rsa.RSAPrivateKey, tmp_path: Path
 ) -> Path:
     """A service account JSON as Firebase's console gives it, aimed at the fake."""
-    private_key_pem = service_account_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    info = {
-        "type": "service_account",
-        "project_id": PROJECT_ID,
-        "private_key_id": fake_fcm.private_key_id,
-        "private_key": private_key_pem,
-        "client_email": CLIENT_EMAIL,
-        "client_id": "100000000000000000000",
-        "token_uri": fake_fcm.token_uri,
-    }
-    path = tmp_path / "service-account.json"
-    path.write_text(json.dumps(info))
-    return path
+    return write_service_account(fake_fcm, service_account_key, tmp_path / "sa.json")
 
 
 @pytest.fixture
@@ -179,7 +157,7 @@ async def fcm(
 async def fake_webpush(
     tls_ca: trustme.CA, clock: FakeClock
 ) -> AsyncIterator[FakeWebPush]:
-    fake = FakeWebPush(ssl_context=_server_tls(tls_ca, ["http/1.1"]), clock=clock)
+    fake = FakeWebPush(ssl_context=server_tls(tls_ca, ["http/1.1"]), clock=clock)
     await fake.start()
     yield fake
     await fake.stop()

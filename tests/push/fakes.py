@@ -29,7 +29,9 @@ import h2.events
 import h2.exceptions
 import http_ece
 import jwt
+import trustme
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -1017,3 +1019,31 @@ def _vapid_params(authorization: str) -> dict[str, str]:
         name, _, value = part.strip().partition("=")
         params[name] = value
     return params
+
+
+def server_tls(ca: trustme.CA, alpn: list[str]) -> ssl.SSLContext:
+    """A fake's TLS: a certificate for 127.0.0.1 from the test's authority."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    context.set_alpn_protocols(alpn)
+    return context
+
+
+def write_service_account(fcm: FakeFcm, key: rsa.RSAPrivateKey, path: Path) -> Path:
+    """A service account JSON as Firebase's console gives it, aimed at the fake."""
+    private_key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    info = {
+        "type": "service_account",
+        "project_id": PROJECT_ID,
+        "private_key_id": fcm.private_key_id,
+        "private_key": private_key_pem,
+        "client_email": CLIENT_EMAIL,
+        "client_id": "100000000000000000000",
+        "token_uri": fcm.token_uri,
+    }
+    path.write_text(json.dumps(info))
+    return path
