@@ -42,14 +42,14 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     import uvicorn
 
     from parley import logs
-    from parley.server.app import create_app
+    from parley.server.app import create_node
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     logs.configure(settings.log_level, settings.log_format)
     _prepare_schema(settings)
 
     uvicorn.run(
-        create_app(settings),
+        create_node(settings),
         host=settings.host,
         port=settings.port,
         ws_max_size=settings.max_frame_bytes,
@@ -57,6 +57,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
         ws_ping_timeout=settings.heartbeat_timeout_s,
         log_config=None,
         timeout_graceful_shutdown=10,
+        ws_per_message_deflate=settings.ws_compression,
     )
 
 

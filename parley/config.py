@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     max_group_members: int = Field(1024, ge=2)
     max_frame_bytes: int = Field(65_536, ge=1024)
 
+    # Compression costs each connection about 50 KiB of zlib state; frames
+    # are small JSON, so it is off unless asked for.
+    ws_compression: bool = False
     heartbeat_interval_s: float = Field(20.0, gt=0)
     heartbeat_timeout_s: float = Field(20.0, gt=0)
     send_queue_frames: int = Field(1000, ge=1)

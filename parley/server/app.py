@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from parley import __version__
 from parley.auth import verifier_from_settings
@@ -34,6 +36,8 @@ from parley.storage.sql import SqlStore
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], int]
+
+WEBSOCKET_PATH = "/v1/ws"
 
 
 def wall_clock_ms() -> int:
@@ -89,11 +93,25 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> FastAPI:
     _add_error_handlers(app)
     _add_operations(app)
 
-    @app.websocket("/v1/ws")
-    async def websocket(websocket: WebSocket) -> None:
-        await websocket.app.state.gateway.serve(websocket)
-
     return app
+
+
+def create_node(settings: Settings, clock: Clock = wall_clock_ms) -> ASGIApp:
+    """The node as Uvicorn serves it: the HTTP API, and the WebSocket gateway.
+
+    WebSocket connections at ``/v1/ws`` go straight to the gateway rather
+    than through the HTTP framework's middleware, whose per-request state
+    would stay alive for as long as each connection does.
+    """
+    api = create_app(settings, clock)
+
+    async def node(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == WEBSOCKET_PATH:
+            await api.state.gateway.serve(WebSocket(scope, receive, send))
+        else:
+            await api(scope, receive, send)
+
+    return node
 
 
 def build_adapters(

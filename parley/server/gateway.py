@@ -3,9 +3,10 @@
 A connection starts with a ``hello`` frame that carries the device's cursor
 (and its token, when the upgrade request had none). The gateway then sends
 everything in the user's log after that cursor, from the store, and after a
-``synced`` frame goes on with live events as the fan-out hints at them. One
-task per connection writes frames, in cursor order: an event that would leave
-a gap sends the pump back to the store, so nothing is lost or doubled.
+``synced`` frame goes on with live events as the fan-out hints at them. Frames
+are written in cursor order by one writer task at a time, which exists only
+while the connection has frames to write: an event that would leave a gap
+sends the writer back to the store, so nothing is lost or doubled.
 
 A device that reads too slowly fills its bounded queue and is cut off, and so
 is one whose socket accepts nothing for ``send_timeout_s``.
@@ -14,10 +15,11 @@ is one whose socket accepts nothing for ``send_timeout_s``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -35,7 +37,6 @@ log = structlog.get_logger(__name__)
 HELLO_TIMEOUT_S = 10.0
 
 CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008
 CLOSE_RESTART = 1012
 CLOSE_TOO_SLOW = 4008
 CLOSE_REPLACED = 4009
@@ -43,10 +44,17 @@ CLOSE_REPLACED = 4009
 
 # Queued for a connection when fan-out hints may have been lost.
 RESYNC = object()
+# Queued first: the catch-up from the device's cursor, then ``synced``.
+_CATCH_UP = object()
 
 
 class Connection:
-    """One device's live connection and the queue of frames it is owed."""
+    """One device's live connection and the frames it is owed.
+
+    An idle connection holds no task: a writer task exists only while there
+    are frames to write, and ends when they are written. This keeps the
+    memory of ten thousand idle devices small.
+    """
 
     def __init__(
         self,
@@ -62,43 +70,76 @@ class Connection:
         self.connection_id = connection_id
         self.messenger = messenger
         self.sent_cursor = cursor
-        self._queue: asyncio.Queue[Event | bytes | object] = asyncio.Queue(
-            settings.send_queue_frames
-        )
+        self._pending: deque[Event | bytes | object] = deque()
+        self._limit = settings.send_queue_frames
+        self._writer: asyncio.Task | None = None
         self._send_timeout_s = settings.send_timeout_s
         self._page = settings.catch_up_page
-        self.closing: asyncio.Future[tuple[int, str]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        self.closed: tuple[int, str] | None = None
+
+    def start(self) -> None:
+        self.offer(_CATCH_UP)
 
     def offer(self, item: Event | bytes | object) -> None:
         """Queue a frame without waiting; a full queue means a client too slow."""
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if self.closed is not None:
+            return
+        if len(self._pending) >= self._limit:
             self.cut(CLOSE_TOO_SLOW, "too_slow")
+            return
+        self._pending.append(item)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_pending())
 
     def cut(self, code: int, reason: str) -> None:
-        if not self.closing.done():
-            metrics.CONNECTIONS_CUT.labels(reason).inc()
-            self.closing.set_result((code, reason))
+        """Close the connection from the server's side, once."""
+        if self.closed is not None:
+            return
+        self.closed = (code, reason)
+        metrics.CONNECTIONS_CUT.labels(reason).inc()
+        self._pending.clear()
+        asyncio.create_task(_close_quietly(self.websocket, code, reason))
 
-    async def pump(self) -> None:
-        """Write the catch-up, then live frames, in cursor order, forever."""
-        await self._catch_up()
-        await self._write(encode({"type": "synced", "cursor": self.sent_cursor}))
+    async def stop(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None and writer is not asyncio.current_task():
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
 
-        while True:
-            item = await self._queue.get()
-            if isinstance(item, bytes):
-                await self._write(item)
-            elif item is RESYNC:
-                await self._catch_up()
-            elif item.cursor == self.sent_cursor + 1:
-                await self._write_event(item)
-            elif item.cursor > self.sent_cursor:
-                # A gap: the hint outran what we hold. The store is the truth.
-                await self._catch_up()
+    async def _write_pending(self) -> None:
+        try:
+            while self._pending and self.closed is None:
+                await self._write_item(self._pending.popleft())
+        except (WebSocketDisconnect, TimeoutError, OSError, RuntimeError):
+            self.cut(CLOSE_TOO_SLOW, "too_slow")
+        except ParleyError:
+            self.cut(1011, "storage_unavailable")
+        except Exception as error:  # noqa: BLE001 - logged, and the device reconnects
+            log.error(
+                "connection failed",
+                user_id=self.identity.user_id,
+                device_id=self.identity.device_id,
+                error=type(error).__name__,
+                exc_info=error,
+            )
+            self.cut(1011, "internal")
+        finally:
+            self._writer = None
+
+    async def _write_item(self, item: Event | bytes | object) -> None:
+        if isinstance(item, bytes):
+            await self._write(item)
+        elif item is _CATCH_UP:
+            await self._catch_up()
+            await self._write(encode({"type": "synced", "cursor": self.sent_cursor}))
+        elif item is RESYNC:
+            await self._catch_up()
+        elif item.cursor == self.sent_cursor + 1:
+            await self._write_event(item)
+        elif item.cursor > self.sent_cursor:
+            # A gap: the hint outran what we hold. The store is the truth.
+            await self._catch_up()
 
     async def _catch_up(self) -> None:
         store = self.messenger.store
@@ -119,13 +160,9 @@ class Connection:
             metrics.DELIVERY_SECONDS.observe(max(0.0, latency_s))
 
     async def _write(self, frame: bytes) -> None:
-        try:
-            await asyncio.wait_for(
-                self.websocket.send_text(frame.decode()), self._send_timeout_s
-            )
-        except TimeoutError:
-            self.cut(CLOSE_TOO_SLOW, "too_slow")
-            raise
+        await asyncio.wait_for(
+            self.websocket.send_text(frame.decode()), self._send_timeout_s
+        )
 
 
 class Gateway:
@@ -247,29 +284,14 @@ class Gateway:
         return connection
 
     async def _run(self, connection: Connection) -> None:
-        pump = asyncio.create_task(connection.pump())
-        receive = asyncio.create_task(self._receive(connection))
-        done, _ = await asyncio.wait(
-            {pump, receive, connection.closing}, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in (pump, receive):
-            task.cancel()
-        await asyncio.gather(pump, receive, return_exceptions=True)
-
-        if connection.closing.done():
-            code, reason = connection.closing.result()
-            await _close_quietly(connection.websocket, code, reason)
-        elif pump in done and pump.exception() is not None:
-            error = pump.exception()
-            if not isinstance(error, (WebSocketDisconnect, TimeoutError)):
-                log.error(
-                    "connection failed",
-                    user_id=connection.identity.user_id,
-                    device_id=connection.identity.device_id,
-                    error=type(error).__name__,
-                    exc_info=error,
-                )
-            await _close_quietly(connection.websocket, 1011, "internal")
+        """Read the device's frames until it goes or the server cuts it off."""
+        connection.start()
+        while connection.closed is None:
+            try:
+                raw = await _receive_text(connection.websocket)
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            await self._handle(connection, raw)
 
     async def _close(self, connection: Connection) -> None:
         identity = connection.identity
@@ -280,6 +302,7 @@ class Gateway:
                 self._by_user.pop(identity.user_id, None)
                 self._listening.pop(identity.user_id, None)
                 await self.messenger.fanout.unsubscribe_user(identity.user_id)
+        await connection.stop()
         metrics.CONNECTIONS.dec()
         try:
             await self.messenger.device_disconnected(identity, connection.connection_id)
@@ -290,14 +313,6 @@ class Gateway:
             user_id=identity.user_id,
             device_id=identity.device_id,
         )
-
-    async def _receive(self, connection: Connection) -> None:
-        while True:
-            try:
-                raw = await _receive_text(connection.websocket)
-            except WebSocketDisconnect:
-                return
-            await self._handle(connection, raw)
 
     async def _handle(self, connection: Connection, raw: str | bytes) -> None:
         ref = None

@@ -372,10 +372,13 @@ class SqlStore:
         sender_id: str | None = None,
         sent_at_ms: int | None = None,
     ) -> list[Event]:
-        """Append one fact to the logs of ``user_ids``; return their events."""
+        """Append one fact to the logs of ``user_ids``; return their events.
+
+        Every user given has a row in ``users``: members get one when they
+        join (``_insert_members``), devices when they connect.
+        """
         if not user_ids:
             return []
-        await _ensure_users(conn, user_ids, self._is_sqlite)
 
         cursors = await conn.execute(
             update(users)
@@ -565,6 +568,7 @@ class SqlStore:
     ) -> None:
         if not user_ids:
             return
+        await _ensure_users(conn, user_ids, self._is_sqlite)
         last_seq = await conn.scalar(
             select(chats.c.last_seq).where(chats.c.id == chat_id)
         )
@@ -699,9 +703,11 @@ class SqlStore:
         self, conn: AsyncConnection, request: _SendRequest
     ) -> tuple[Message, bool, list[Event]]:
         chat_id, sender_id = request.chat_id, request.sender_id
-        sender = await _membership(conn, chat_id, sender_id)
+        everyone = await _memberships(conn, chat_id)
+        sender = next((m for m in everyone if m.user_id == sender_id), None)
         if sender is None or not sender.active:
             raise chat_not_found(chat_id)
+        recipients = [member.user_id for member in everyone if member.active]
 
         stored = await _message_by_client_id(
             conn, chat_id, sender_id, request.client_id
@@ -726,7 +732,7 @@ class SqlStore:
             self._clock(),
         )
         await self._insert_message(conn, message, request.media_ids)
-        appended = await self._fan_out_message(conn, message, sender)
+        appended = await self._fan_out_message(conn, message, sender, recipients)
         return message, True, appended
 
     async def _uploaded_images(
@@ -779,7 +785,11 @@ class SqlStore:
             )
 
     async def _fan_out_message(
-        self, conn: AsyncConnection, message: Message, sender: Membership
+        self,
+        conn: AsyncConnection,
+        message: Message,
+        sender: Membership,
+        recipients: list[str],
     ) -> list[Event]:
         # Sending reads the chat up to the message for its sender.
         await conn.execute(
@@ -790,7 +800,6 @@ class SqlStore:
             )
             .values(read_seq=message.seq, delivered_seq=message.seq)
         )
-        recipients = await _active_member_ids(conn, message.chat_id)
         appended = await self._append(
             conn,
             recipients,
