@@ -55,7 +55,9 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token_expired", "The token has expired.") from None
-        except jwt.InvalidTokenError:
+        except (jwt.PyJWTError, ValueError, TypeError):
+            # Any other failure to read it (a key of the wrong kind for its
+            # algorithm, bytes that are not ASCII) is a token we cannot trust.
             raise Unauthorized("token_invalid", "The token is not valid.") from None
 
         return _identity_from_claims(claims)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     logs.configure(settings.log_level, settings.log_format)
+    # The database and images are people's messages: readable by Parley only.
+    os.umask(0o077)
+    _raise_open_file_limit()
     _prepare_schema(settings)
 
     uvicorn.run(
@@ -107,6 +111,15 @@ def openapi() -> None:
 
     document = create_app(load_settings()).openapi()
     click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def _raise_open_file_limit() -> None:
+    """Every live device is a socket: allow as many as the system lets us."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _settings(**overrides: object) -> Settings:

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     max_text_characters: int = Field(2000, ge=1)
     max_images_per_message: int = Field(3, ge=0)
     max_image_bytes: int = Field(1_048_576, ge=1)
-    max_image_pixels: int = Field(36_000_000, ge=1)
+    max_image_pixels: int = Field(16_777_216, ge=1)
     max_group_members: int = Field(1024, ge=2)
     max_frame_bytes: int = Field(65_536, ge=1024)
 

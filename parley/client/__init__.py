@@ -88,8 +88,12 @@ class ParleyClient:
             "POST", "/v1/chats/groups", json={"title": title, "members": members}
         )
 
-    async def chats(self) -> list[dict]:
-        return (await self._call("GET", "/v1/chats"))["chats"]
+    async def chats(self, limit: int = 100, offset: int = 0) -> list[dict]:
+        """A page of your chats, most recent activity first."""
+        page = await self._call(
+            "GET", "/v1/chats", params={"limit": limit, "offset": offset}
+        )
+        return page["chats"]
 
     async def chat(self, chat_id: int) -> dict:
         return await self._call("GET", f"/v1/chats/{chat_id}")

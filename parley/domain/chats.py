@@ -6,11 +6,13 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from parley.domain.text import normalize_text
 from parley.errors import BadRequest, Conflict, Forbidden
 
 MAX_TITLE_CHARACTERS = 100
 
-_USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-@]{0,63}$")
+# Matched whole (fullmatch): "$" would let a trailing newline through.
+_USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-@]{0,63}")
 
 
 class ChatKind(StrEnum):
@@ -59,7 +61,7 @@ class Membership:
 
 
 def check_user_id(user_id: object) -> str:
-    if not isinstance(user_id, str) or not _USER_ID.match(user_id):
+    if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
         raise BadRequest(
             "invalid_user_id",
             "A user id is 1 to 64 letters, digits or . _ - @, starting with a "
@@ -77,15 +79,16 @@ def private_chat_key(user_a: str, user_b: str) -> str:
 
 
 def check_title(title: object) -> str:
-    if not isinstance(title, str) or not title.strip():
+    """A title is text by the rules of messages, one line, at most 100 characters."""
+    if not isinstance(title, str) or "\n" in title or "\t" in title:
+        raise BadRequest("invalid_title", "A title is one line of text.")
+    try:
+        normalized = normalize_text(title.strip(), limit=MAX_TITLE_CHARACTERS)
+    except BadRequest as refusal:
+        raise BadRequest("invalid_title", refusal.message) from None
+    if normalized is None:
         raise BadRequest("invalid_title", "A group needs a title that is not blank.")
-    title = title.strip()
-    if len(title) > MAX_TITLE_CHARACTERS:
-        raise BadRequest(
-            "invalid_title",
-            f"A title is at most {MAX_TITLE_CHARACTERS} characters.",
-        )
-    return title
+    return normalized
 
 
 def check_group_size(member_count: int, limit: int) -> None:

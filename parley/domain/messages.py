@@ -10,8 +10,9 @@ import orjson
 
 from parley.errors import BadRequest
 
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-_MEDIA_ID = re.compile(r"^[0-9a-f]{64}$")
+# Matched whole (fullmatch): "$" would let a trailing newline through.
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+_MEDIA_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def iso_time(ms: int | None) -> str | None:
@@ -23,7 +24,7 @@ def iso_time(ms: int | None) -> str | None:
 
 
 def check_client_id(client_id: object) -> str:
-    if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
+    if not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id):
         raise BadRequest(
             "invalid_client_id",
             "Field 'client_id' must be 1 to 64 letters, digits or _ . : -.",
@@ -35,7 +36,7 @@ def check_media_ids(media_ids: object, limit: int) -> list[str]:
     if media_ids is None:
         return []
     if not isinstance(media_ids, list) or not all(
-        isinstance(media_id, str) and _MEDIA_ID.match(media_id)
+        isinstance(media_id, str) and _MEDIA_ID.fullmatch(media_id)
         for media_id in media_ids
     ):
         raise BadRequest("invalid_field", "Field 'images' must be a list of image ids.")

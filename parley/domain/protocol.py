@@ -8,11 +8,15 @@ connection stays open unless the frame could not be read at all.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from parley.errors import BadRequest, PayloadTooLarge
 
 _MAX_REF_CHARACTERS = 64
+# Lone surrogates cannot be encoded back to the client; control characters
+# have no business in a reference either.
+_NOT_TEXT = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 # Sequences, cursors and ids are signed 64-bit integers in storage.
 MAX_INTEGER = 2**63 - 1
@@ -79,7 +83,11 @@ def reference(data: dict) -> str | None:
     ref = data.get("ref")
     if ref is None:
         return None
-    if not isinstance(ref, str) or len(ref) > _MAX_REF_CHARACTERS:
+    if (
+        not isinstance(ref, str)
+        or len(ref) > _MAX_REF_CHARACTERS
+        or _NOT_TEXT.search(ref)
+    ):
         raise BadRequest(
             "invalid_field",
             f"Field 'ref' is a string of at most {_MAX_REF_CHARACTERS}.",
@@ -104,8 +112,8 @@ def _integer(data: dict, field: str, *, optional: bool = False) -> int | None:
 
 def _hello(data: dict) -> Hello:
     token = data.get("token")
-    if token is not None and not isinstance(token, str):
-        raise BadRequest("invalid_field", "Field 'token' must be a string.")
+    if token is not None and (not isinstance(token, str) or not token.isascii()):
+        raise BadRequest("invalid_field", "Field 'token' must be an ASCII string.")
     return Hello(token, _integer(data, "cursor", optional=True))
 
 

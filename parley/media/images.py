@@ -18,9 +18,9 @@ from PIL import ExifTags, Image
 from parley.errors import ParleyError, PayloadTooLarge, UnprocessableImage
 
 MAX_IMAGE_BYTES = 1_048_576
-MAX_IMAGE_PIXELS = 36_000_000
-# An animation may hold this many full-size images' worth of pixels in all.
-ANIMATION_PIXEL_FACTOR = 4
+MAX_IMAGE_PIXELS = 16_777_216
+# An animation holds at most this many full-size images' worth of pixels.
+ANIMATION_PIXEL_FACTOR = 1
 # Each frame costs time to decode and encode however small it is.
 MAX_FRAMES = 1000
 THUMBNAIL_SIDE_PX = 320

@@ -13,13 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from parley import __version__
 from parley.auth import verifier_from_settings
 from parley.config import Settings
-from parley.errors import BadRequest, ParleyError
+from parley.errors import BadRequest, ParleyError, PayloadTooLarge
 from parley.fanout.local import LocalFanout
 from parley.fanout.redis import RedisFanout
 from parley.media.local import LocalMediaStore
@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 Clock = Callable[[], int]
 
 WEBSOCKET_PATH = "/v1/ws"
+UPLOAD_PATH = "/v1/media"
 
 
 def wall_clock_ms() -> int:
@@ -104,14 +105,61 @@ def create_node(settings: Settings, clock: Clock = wall_clock_ms) -> ASGIApp:
     would stay alive for as long as each connection does.
     """
     api = create_app(settings, clock)
+    http = BodyLimit(api, settings.max_frame_bytes)
 
     async def node(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == WEBSOCKET_PATH:
             await api.state.gateway.serve(WebSocket(scope, receive, send))
         else:
-            await api(scope, receive, send)
+            await http(scope, receive, send)
 
     return node
+
+
+class BodyLimit:
+    """Refuses a request body over its limit before it is read into memory.
+
+    JSON bodies are held to the size of a WebSocket frame. Image uploads are
+    left to their route, which counts their bytes against the image limit.
+    """
+
+    def __init__(self, app: ASGIApp, json_bytes: int) -> None:
+        self._app = app
+        self._json_bytes = json_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == UPLOAD_PATH:
+            await self._app(scope, receive, send)
+            return
+
+        limit = self._json_bytes
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await _too_large(limit)(scope, receive, send)
+            return
+
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                # Raised inside the app, whose error handlers answer 413.
+                raise _too_large_error(limit)
+            return message
+
+        await self._app(scope, counted, send)
+
+
+def _too_large_error(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        "body_too_large", f"A request body is at most {limit} bytes here."
+    )
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error_response(_too_large_error(limit))
 
 
 def build_adapters(
@@ -163,7 +211,12 @@ def _error_response(error: ParleyError) -> JSONResponse:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {
+            400: "malformed_json",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "body_too_large",
+        }
         code = codes.get(error.status_code, "http_error")
         refusal = ParleyError(code, str(error.detail) + ".")
         refusal.status = error.status_code

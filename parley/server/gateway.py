@@ -36,6 +36,8 @@ log = structlog.get_logger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
 
+_CLOSE_TIMEOUT_S = 2.0
+
 CLOSE_NORMAL = 1000
 CLOSE_RESTART = 1012
 CLOSE_TOO_SLOW = 4008
@@ -76,9 +78,15 @@ class Connection:
         self._send_timeout_s = settings.send_timeout_s
         self._page = settings.catch_up_page
         self.closed: tuple[int, str] | None = None
+        self.handler: asyncio.Task | None = None
+        self.receiving = False
+        self._started = False
 
     def start(self) -> None:
-        self.offer(_CATCH_UP)
+        """Begin writing, after ``welcome``: the catch-up first, then what queued."""
+        self._started = True
+        self._pending.appendleft(_CATCH_UP)
+        self._writer = asyncio.create_task(self._write_pending())
 
     def offer(self, item: Event | bytes | object) -> None:
         """Queue a frame without waiting; a full queue means a client too slow."""
@@ -88,7 +96,7 @@ class Connection:
             self.cut(CLOSE_TOO_SLOW, "too_slow")
             return
         self._pending.append(item)
-        if self._writer is None:
+        if self._writer is None and self._started:
             self._writer = asyncio.create_task(self._write_pending())
 
     def cut(self, code: int, reason: str) -> None:
@@ -98,7 +106,17 @@ class Connection:
         self.closed = (code, reason)
         metrics.CONNECTIONS_CUT.labels(reason).inc()
         self._pending.clear()
-        asyncio.create_task(_close_quietly(self.websocket, code, reason))
+        asyncio.create_task(self._close_socket(code, reason))
+
+    async def _close_socket(self, code: int, reason: str) -> None:
+        """Close; a peer that reads nothing cannot take the close handshake,
+        so after a while the reading handler is cancelled and cleans up."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                _close_quietly(self.websocket, code, reason), _CLOSE_TIMEOUT_S
+            )
+        if self.receiving and self.handler is not None and not self.handler.done():
+            self.handler.cancel()
 
     async def stop(self) -> None:
         writer, self._writer = self._writer, None
@@ -202,20 +220,26 @@ class Gateway:
         await websocket.accept()
         try:
             identity, hello = await self._greet(websocket)
+            await self._check_cursor(identity, hello)
         except ParleyError as error:
             await _refuse(websocket, error)
             return
         except WebSocketDisconnect:
             return
 
+        connection = self._register(websocket, identity, hello)
         try:
-            connection = await self._open(websocket, identity, hello)
-        except ParleyError as error:
-            await _refuse(websocket, error)
-            return
-
-        try:
+            await self._open(connection, hello)
             await self._run(connection)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+        except ParleyError as error:
+            connection.cut(error.close_code, error.code)
+        except asyncio.CancelledError:
+            # Cancelled by ``Connection.cut`` when the socket would not close.
+            if connection.closed is None:
+                raise
+            asyncio.current_task().uncancel()
         finally:
             await self._close(connection)
 
@@ -231,49 +255,55 @@ class Gateway:
         token = frame.token or _bearer(websocket.headers.get("authorization"))
         return self.verifier.verify(token), frame
 
-    async def _open(
+    async def _check_cursor(self, identity: Identity, hello: Hello) -> None:
+        """Refuse a cursor from the future before anything is recorded."""
+        if hello.cursor is None:
+            return
+        last = await self.messenger.store.last_cursor(identity.user_id)
+        if hello.cursor > last:
+            raise BadRequest(
+                "cursor_out_of_range",
+                f"Cursor {hello.cursor} is past the newest event ({last}); "
+                "start again from 0.",
+            )
+
+    def _register(
         self, websocket: WebSocket, identity: Identity, hello: Hello
     ) -> Connection:
         # The device in the id lets presence tell which devices are live.
         connection_id = f"{identity.device_id}/{uuid.uuid4().hex}"
-        acked = await self.messenger.device_connected(identity, connection_id)
-        try:
-            last = await self.messenger.store.last_cursor(identity.user_id)
-            cursor = acked if hello.cursor is None else hello.cursor
-            if cursor > last:
-                raise BadRequest(
-                    "cursor_out_of_range",
-                    f"Cursor {cursor} is past the newest event ({last}); "
-                    "start again from 0.",
-                )
-        except ParleyError:
-            await self.messenger.device_disconnected(identity, connection_id)
-            raise
-
         connection = Connection(
-            websocket, identity, connection_id, self.messenger, cursor
+            websocket, identity, connection_id, self.messenger, hello.cursor or 0
         )
         devices = self._by_user[identity.user_id]
-        first_here = not devices
+        if not devices:
+            # Listen before the catch-up reads the log: no hint falls between.
+            self._listening[identity.user_id] = asyncio.ensure_future(
+                self.messenger.fanout.subscribe_user(identity.user_id)
+            )
         previous = devices.pop(identity.device_id, None)
         if previous is not None:
             previous.cut(CLOSE_REPLACED, "replaced")
         devices[identity.device_id] = connection
         metrics.CONNECTIONS.inc()
-        # Listen before the catch-up reads the log, so no hint falls between.
-        if first_here:
-            self._listening[identity.user_id] = asyncio.ensure_future(
-                self.messenger.fanout.subscribe_user(identity.user_id)
-            )
+        return connection
+
+    async def _open(self, connection: Connection, hello: Hello) -> None:
+        identity = connection.identity
+        acked = await self.messenger.device_connected(
+            identity, connection.connection_id
+        )
+        if hello.cursor is None:
+            connection.sent_cursor = acked
         await asyncio.shield(self._listening[identity.user_id])
 
-        await websocket.send_text(
+        await connection.websocket.send_text(
             encode(
                 {
                     "type": "welcome",
                     "user_id": identity.user_id,
                     "device_id": identity.device_id,
-                    "cursor": cursor,
+                    "cursor": connection.sent_cursor,
                     "heartbeat_s": self.settings.heartbeat_interval_s,
                 }
             ).decode()
@@ -281,16 +311,17 @@ class Gateway:
         log.info(
             "device connected", user_id=identity.user_id, device_id=identity.device_id
         )
-        return connection
 
     async def _run(self, connection: Connection) -> None:
         """Read the device's frames until it goes or the server cuts it off."""
         connection.start()
+        connection.handler = asyncio.current_task()
         while connection.closed is None:
+            connection.receiving = True
             try:
                 raw = await _receive_text(connection.websocket)
-            except (WebSocketDisconnect, RuntimeError):
-                return
+            finally:
+                connection.receiving = False
             await self._handle(connection, raw)
 
     async def _close(self, connection: Connection) -> None:
@@ -323,6 +354,15 @@ class Gateway:
         except ParleyError as error:
             metrics.REFUSALS.labels(error.code).inc()
             reply = _error_frame(ref or _readable_ref(raw), error)
+        except Exception as error:  # noqa: BLE001 - the device hears of it, not a crash
+            log.error(
+                "frame failed",
+                user_id=connection.identity.user_id,
+                device_id=connection.identity.device_id,
+                error=type(error).__name__,
+                exc_info=error,
+            )
+            reply = _error_frame(ref if _is_text(ref) else None, ParleyError())
         if reply is not None:
             connection.offer(reply)
 
@@ -369,6 +409,10 @@ def _readable_ref(raw: str | bytes) -> str | None:
         return reference(json.loads(raw))
     except (ValueError, RecursionError, AttributeError, TypeError, ParleyError):
         return None
+
+
+def _is_text(value: str | None) -> bool:
+    return value is None or value.isascii()
 
 
 def _bearer(header: str | None) -> str | None:

@@ -59,7 +59,9 @@ class SendRequest(BaseModel):
 
 
 class ReadRequest(BaseModel):
-    seq: int = Field(ge=0, le=MAX_ID, description="Read the chat up to this sequence.")
+    seq: int = Field(
+        ge=0, le=MAX_ID, strict=True, description="Read the chat up to this sequence."
+    )
 
 
 class Image(BaseModel):
@@ -110,6 +112,7 @@ class ChatOut(BaseModel):
 
 class ChatList(BaseModel):
     chats: list[ChatOut]
+    next_offset: int | None = Field(description="The next page's offset, if any.")
 
 
 class MessagePage(BaseModel):
@@ -140,7 +143,9 @@ class PresenceAnswer(BaseModel):
 
 
 class AckRequest(BaseModel):
-    cursor: int = Field(ge=0, le=MAX_ID, description="Processed up to here.")
+    cursor: int = Field(
+        ge=0, le=MAX_ID, strict=True, description="Processed up to here."
+    )
 
 
 class PushRequest(BaseModel):
@@ -154,7 +159,7 @@ class PushRequest(BaseModel):
 
 
 class MuteRequest(BaseModel):
-    muted: bool
+    muted: bool = Field(strict=True)
 
 
 class EventPage(BaseModel):
@@ -212,9 +217,21 @@ async def create_group(body: GroupRequest, me: Me, service: Service) -> dict:
 
 
 @router.get("/chats", response_model=ChatList, responses=ERRORS, tags=["chats"])
-async def list_chats(me: Me, service: Service) -> dict:
-    """Your chats, most recent activity first, with unread counts and previews."""
-    return {"chats": [view.to_dict() for view in await service.chats(me)]}
+async def list_chats(
+    me: Me,
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> dict:
+    """Your chats, most recent activity first, with unread counts and previews.
+
+    ``next_offset`` is where the next page starts, or null after the last."""
+    views = await service.chats(me, limit, offset)
+    more = len(views) == limit
+    return {
+        "chats": [view.to_dict() for view in views],
+        "next_offset": offset + limit if more else None,
+    }
 
 
 @router.get(

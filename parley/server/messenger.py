@@ -35,8 +35,9 @@ from parley.storage.sql import ChatView, MediaRecord, SqlStore
 
 log = structlog.get_logger(__name__)
 
-# Image decoding holds a whole bitmap in memory: bound how many run at once.
-_IMAGE_WORKERS = 2
+# Image decoding holds whole bitmaps in memory (up to a few hundred MB for
+# the largest image allowed): one at a time per node.
+_IMAGE_WORKERS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +118,8 @@ class Messenger:
     async def chat(self, me: Identity, chat_id: int) -> ChatView:
         return await self.store.chat(me.user_id, chat_id)
 
-    async def chats(self, me: Identity) -> list[ChatView]:
-        return await self.store.chats(me.user_id)
+    async def chats(self, me: Identity, limit: int, offset: int) -> list[ChatView]:
+        return await self.store.chats(me.user_id, limit, offset)
 
     # -- messages ---------------------------------------------------------
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import orjson
-from sqlalchemy import delete, event, func, select, text, update
+from sqlalchemy import and_, case, delete, event, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -87,8 +87,9 @@ class ChatView:
             "id": self.chat_id,
             "kind": self.kind,
             "title": self.title,
-            "admin_id": self.admin_id,
-            "members": self.member_ids,
+            # A member who left sees the chat as it was, not who is in it now.
+            "admin_id": self.admin_id if self.member.active else None,
+            "members": self.member_ids if self.member.active else [],
             "last_seq": self.member.visible_last(self.last_seq),
             "read_seq": self.member.read_seq,
             "unread_count": self.unread_count,
@@ -265,13 +266,14 @@ class SqlStore:
         """A device has everything up to ``cursor``: record delivery receipts."""
 
         async def transaction(conn: AsyncConnection):
-            last_cursor, delivered_cursor = (
+            row = (
                 await conn.execute(
                     select(users.c.last_cursor, users.c.delivered_cursor).where(
                         users.c.user_id == user_id
                     )
                 )
-            ).one()
+            ).one_or_none()
+            last_cursor, delivered_cursor = row if row is not None else (0, 0)
             if cursor > last_cursor:
                 raise BadRequest(
                     "cursor_out_of_range",
@@ -652,18 +654,46 @@ class SqlStore:
             raise chat_not_found(chat_id)
         return view
 
-    async def chats(self, user_id: str, limit: int = 500) -> list[ChatView]:
-        """The user's chats, most recent activity first."""
-        async with self._read() as conn:
-            chat_ids = await conn.scalars(
-                select(user_chats.c.chat_id).where(user_chats.c.user_id == user_id)
+    async def chats(self, user_id: str, limit: int, offset: int = 0) -> list[ChatView]:
+        """A page of the user's chats, most recent activity first, in two reads."""
+        visible_last = case(
+            (
+                or_(members.c.left_at.is_(None), chats.c.last_seq <= members.c.left_at),
+                chats.c.last_seq,
+            ),
+            else_=members.c.left_at,
+        )
+        last = messages.alias("last_message")
+        activity = func.coalesce(last.c.sent_at_ms, members.c.joined_at_ms)
+        query = (
+            select(chats, *_MEMBER_COLUMNS, *_last_message_columns(last))
+            .select_from(
+                user_chats.join(chats, chats.c.id == user_chats.c.chat_id)
+                .join(
+                    members,
+                    and_(
+                        members.c.chat_id == user_chats.c.chat_id,
+                        members.c.user_id == user_chats.c.user_id,
+                    ),
+                )
+                .outerjoin(
+                    last,
+                    and_(
+                        last.c.chat_id == chats.c.id,
+                        last.c.seq == visible_last,
+                        last.c.seq > members.c.joined_after,
+                    ),
+                )
             )
-            views = [
-                await _chat_view(conn, chat_id, user_id) for chat_id in chat_ids.all()
-            ]
-        present = [view for view in views if view is not None]
-        present.sort(key=_activity, reverse=True)
-        return present[:limit]
+            .where(user_chats.c.user_id == user_id)
+            .order_by(activity.desc(), chats.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+            member_ids = await _active_member_ids_of(conn, [row.id for row in rows])
+        return [_listed_chat_view(row, member_ids.get(row.id, [])) for row in rows]
 
     # -- messages ---------------------------------------------------------
 
@@ -931,7 +961,7 @@ class SqlStore:
         """Sent, delivered or read, for every other member who can see ``seq``."""
         async with self._read() as conn:
             member = await _membership(conn, chat_id, user_id)
-            if member is None or not member.sees(seq):
+            if member is None or not member.active or not member.sees(seq):
                 raise chat_not_found(chat_id)
             row = (
                 await conn.execute(
@@ -1362,10 +1392,70 @@ async def _chat_view(
     )
 
 
-def _activity(view: ChatView) -> tuple[int, int]:
-    if view.last_message is not None:
-        return view.last_message.sent_at_ms, view.chat_id
-    return 0, view.chat_id
+_MEMBER_COLUMNS = [
+    members.c.chat_id.label("m_chat_id"),
+    members.c.user_id.label("m_user_id"),
+    members.c.role.label("m_role"),
+    members.c.joined_after.label("m_joined_after"),
+    members.c.left_at.label("m_left_at"),
+    members.c.read_seq.label("m_read_seq"),
+    members.c.delivered_seq.label("m_delivered_seq"),
+    members.c.muted.label("m_muted"),
+]
+
+
+def _last_message_columns(last) -> list:  # noqa: ANN001
+    return [column.label(f"l_{column.name}") for column in last.c]
+
+
+def _listed_chat_view(row, member_ids: list[str]) -> ChatView:  # noqa: ANN001
+    member = Membership(
+        chat_id=row.m_chat_id,
+        user_id=row.m_user_id,
+        role=Role(row.m_role),
+        joined_after=row.m_joined_after,
+        left_at=row.m_left_at,
+        read_seq=row.m_read_seq,
+        delivered_seq=row.m_delivered_seq,
+        muted=bool(row.m_muted),
+    )
+    last_message = None
+    if row.l_seq is not None:
+        last_message = Message(
+            chat_id=row.l_chat_id,
+            seq=row.l_seq,
+            sender_id=row.l_sender_id,
+            client_id=row.l_client_id,
+            text=row.l_text,
+            images=orjson.loads(row.l_images) if row.l_images else [],
+            sent_at_ms=row.l_sent_at_ms,
+        )
+    return ChatView(
+        chat_id=row.id,
+        kind=row.kind,
+        title=row.title,
+        admin_id=row.admin_id,
+        last_seq=row.last_seq,
+        member=member,
+        last_message=last_message,
+        member_ids=sorted(member_ids),
+    )
+
+
+async def _active_member_ids_of(
+    conn: AsyncConnection, chat_ids: list[int]
+) -> dict[int, list[str]]:
+    if not chat_ids:
+        return {}
+    rows = await conn.execute(
+        select(members.c.chat_id, members.c.user_id).where(
+            members.c.chat_id.in_(chat_ids), members.c.left_at.is_(None)
+        )
+    )
+    by_chat: dict[int, list[str]] = {}
+    for chat_id, user_id in rows:
+        by_chat.setdefault(chat_id, []).append(user_id)
+    return by_chat
 
 
 def _media_record(row) -> MediaRecord:  # noqa: ANN001

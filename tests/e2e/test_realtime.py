@@ -331,6 +331,10 @@ async def test_a_client_too_slow_to_read_is_cut_off(impatient_server: ServerProc
                 metrics = (await alice._http.get("/metrics")).text
                 if 'parley_connections_cut_total{reason="too_slow"}' in metrics:
                     break
+    # Cut off, bob must not stay online: his socket never took the close.
+    async with asyncio.timeout(10):
+        while (await alice.presence("bob"))["online"]:
+            await asyncio.sleep(0.2)
     raw.close()
     await alice.close()
 
