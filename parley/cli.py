@@ -52,6 +52,9 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     _raise_open_file_limit()
     _prepare_schema(settings)
 
+    # Known shortcoming: Uvicorn sets no deadline for a request's headers, so
+    # a slow client can hold a socket; the TLS proxy in front must set one
+    # (nginx: client_header_timeout).
     uvicorn.run(
         create_node(settings),
         host=settings.host,

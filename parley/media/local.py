@@ -26,7 +26,14 @@ class LocalMediaStore:
         self._root = Path(root)
 
     async def start(self) -> None:
+        """Make the root, and remove halves of writes that a crash interrupted."""
         await asyncio.to_thread(self._root.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(self._remove_unfinished)
+
+    def _remove_unfinished(self) -> None:
+        for unfinished in self._root.glob(f"*/{_TEMP_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                unfinished.unlink()
 
     async def stop(self) -> None:
         return None

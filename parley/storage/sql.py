@@ -471,6 +471,9 @@ class SqlStore:
             active = await _active_member_ids(conn, chat_id)
             check_group_size(len(active) + 1, self._max_group_members)
 
+            # Known shortcoming: a member added again sees only what comes
+            # after; the window of the earlier membership is forgotten. A row
+            # per window (not per member) would keep both.
             if existing is not None:
                 await conn.execute(
                     members.delete().where(

@@ -199,3 +199,16 @@ async def test_put_raises_os_error_when_the_root_cannot_be_written(
 
     with pytest.raises(OSError):
         await store.put(KEY, CONTENT)
+
+
+async def test_starting_removes_writes_that_a_crash_left_unfinished(tmp_path) -> None:
+    """A temp file from a write cut short by kill -9 is gone after start."""
+    store = LocalMediaStore(tmp_path)
+    await store.put("ab" * 32, b"kept")
+    leftover = tmp_path / "ab" / ".tmp-abandoned"
+    leftover.write_bytes(b"half")
+
+    await LocalMediaStore(tmp_path).start()
+
+    assert not leftover.exists()
+    assert await store.get("ab" * 32) == b"kept"
