@@ -20,6 +20,7 @@ from typing import TypeVar
 import orjson
 from sqlalchemy import (
     and_,
+    bindparam,
     case,
     create_engine,
     delete,
@@ -392,12 +393,7 @@ class SqlStore:
         if not user_ids:
             return []
 
-        cursors = await conn.execute(
-            update(users)
-            .where(users.c.user_id.in_(user_ids))
-            .values(last_cursor=users.c.last_cursor + 1)
-            .returning(users.c.user_id, users.c.last_cursor)
-        )
+        cursors = await conn.execute(_NEXT_CURSORS, {"b_user_ids": list(user_ids)})
         appended = [
             Event(user_id, cursor, kind, body, sent_at_ms)
             for user_id, cursor in cursors
@@ -405,7 +401,7 @@ class SqlStore:
 
         now = self._clock()
         await conn.execute(
-            events.insert(),
+            _INSERT_EVENTS,
             [
                 {
                     "user_id": event.user_id,
@@ -759,12 +755,7 @@ class SqlStore:
             return stored, False, []
 
         images = await self._uploaded_images(conn, sender_id, request.media_ids)
-        seq = await conn.scalar(
-            update(chats)
-            .where(chats.c.id == chat_id)
-            .values(last_seq=chats.c.last_seq + 1)
-            .returning(chats.c.last_seq)
-        )
+        seq = await conn.scalar(_NEXT_SEQ, {"b_chat_id": chat_id})
         message = Message(
             chat_id,
             int(seq),
@@ -801,17 +792,18 @@ class SqlStore:
         self, conn: AsyncConnection, message: Message, media_ids: list[str]
     ) -> None:
         await conn.execute(
-            messages.insert().values(
-                chat_id=message.chat_id,
-                seq=message.seq,
-                sender_id=message.sender_id,
-                client_id=message.client_id,
-                text=message.text,
-                images=orjson.dumps(message.images).decode()
+            _INSERT_MESSAGE,
+            {
+                "chat_id": message.chat_id,
+                "seq": message.seq,
+                "sender_id": message.sender_id,
+                "client_id": message.client_id,
+                "text": message.text,
+                "images": orjson.dumps(message.images).decode()
                 if message.images
                 else None,
-                sent_at_ms=message.sent_at_ms,
-            )
+                "sent_at_ms": message.sent_at_ms,
+            },
         )
         if media_ids:
             await conn.execute(
@@ -836,12 +828,12 @@ class SqlStore:
     ) -> list[Event]:
         # Sending reads the chat up to the message for its sender.
         await conn.execute(
-            update(members)
-            .where(
-                members.c.chat_id == message.chat_id,
-                members.c.user_id == sender.user_id,
-            )
-            .values(read_seq=message.seq, delivered_seq=message.seq)
+            _SENDER_READ,
+            {
+                "b_chat_id": message.chat_id,
+                "b_user_id": sender.user_id,
+                "b_seq": message.seq,
+            },
         )
         appended = await self._append(
             conn,
@@ -1372,8 +1364,41 @@ async def _membership(
     return None if row is None else _membership_from(row)
 
 
+# The statements of every send, built once: building a statement and its
+# cache key costs more than SQLite takes to run it.
+_MEMBERS_OF_CHAT = select(members).where(members.c.chat_id == bindparam("chat_id"))
+_MESSAGE_BY_CLIENT_ID = select(messages).where(
+    messages.c.chat_id == bindparam("chat_id"),
+    messages.c.sender_id == bindparam("sender_id"),
+    messages.c.client_id == bindparam("client_id"),
+)
+# (Bound names of UPDATEs differ from column names, as SQLAlchemy requires.)
+_NEXT_SEQ = (
+    update(chats)
+    .where(chats.c.id == bindparam("b_chat_id"))
+    .values(last_seq=chats.c.last_seq + 1)
+    .returning(chats.c.last_seq)
+)
+_SENDER_READ = (
+    update(members)
+    .where(
+        members.c.chat_id == bindparam("b_chat_id"),
+        members.c.user_id == bindparam("b_user_id"),
+    )
+    .values(read_seq=bindparam("b_seq"), delivered_seq=bindparam("b_seq"))
+)
+_NEXT_CURSORS = (
+    update(users)
+    .where(users.c.user_id.in_(bindparam("b_user_ids", expanding=True)))
+    .values(last_cursor=users.c.last_cursor + 1)
+    .returning(users.c.user_id, users.c.last_cursor)
+)
+_INSERT_MESSAGE = messages.insert()
+_INSERT_EVENTS = events.insert()
+
+
 async def _memberships(conn: AsyncConnection, chat_id: int) -> list[Membership]:
-    rows = await conn.execute(select(members).where(members.c.chat_id == chat_id))
+    rows = await conn.execute(_MEMBERS_OF_CHAT, {"chat_id": chat_id})
     return [_membership_from(row) for row in rows]
 
 
@@ -1413,11 +1438,8 @@ async def _message_by_client_id(
 ) -> Message | None:
     row = (
         await conn.execute(
-            select(messages).where(
-                messages.c.chat_id == chat_id,
-                messages.c.sender_id == sender_id,
-                messages.c.client_id == client_id,
-            )
+            _MESSAGE_BY_CLIENT_ID,
+            {"chat_id": chat_id, "sender_id": sender_id, "client_id": client_id},
         )
     ).one_or_none()
     return None if row is None else _message(row)
