@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     redis_url: str = ""
     redis_prefix: str = "parley:"
     presence_ttl_s: float = Field(30.0, gt=0)
+    reconcile_interval_s: float = Field(10.0, gt=0)
     s3_bucket: str = ""
     s3_prefix: str = ""
     s3_endpoint_url: str = ""

@@ -95,6 +95,7 @@ DEFAULT_WEBPUSH_HOSTS = (
 _APNS_TOKEN = re.compile(r"[0-9a-fA-F]{64,200}")
 _FCM_TOKEN = re.compile(r"[A-Za-z0-9_:\-]{1,4096}")
 _WEBPUSH_KEY = re.compile(r"[A-Za-z0-9_\-]{16,128}={0,2}")
+_NOT_URL = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
 
 
 def check_push_address(
@@ -129,7 +130,16 @@ def check_push_address(
 
 
 def _check_endpoint(endpoint: str, allowed_hosts: tuple[str, ...]) -> None:
+    # urlsplit drops tabs and newlines silently; the URL posted to would not.
+    if _NOT_URL.search(endpoint):
+        raise BadRequest(
+            "invalid_push_address", "A Web Push endpoint holds no spaces or controls."
+        )
     parts = urlsplit(endpoint)
+    if parts.username is not None or parts.password is not None:
+        raise BadRequest(
+            "invalid_push_address", "A Web Push endpoint carries no user or password."
+        )
     host = parts.hostname or ""
     known = any(
         host == allowed or host.endswith("." + allowed) for allowed in allowed_hosts

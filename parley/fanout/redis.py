@@ -124,9 +124,15 @@ class RedisFanout:
                     pipe.publish(self._channel_prefix + user_id, data)
                 await pipe.execute()
         except (RedisError, OSError) as error:
-            # The events are stored; devices catch up when Redis is back.
-            log.warning("fan-out skipped, redis unavailable", error=str(error))
+            # The events are stored; devices on other nodes catch up when
+            # Redis is back (or at the gateway's next reconciliation), and
+            # those on this node are told directly.
+            log.warning("fan-out degraded, redis unavailable", error=str(error))
             self._healthy = False
+            if self._listener is not None:
+                for user_id, data in messages:
+                    if user_id in self._users:
+                        self._listener(user_id, decode_item(user_id, data))
 
     async def _read_forever(self) -> None:
         attempt = 0

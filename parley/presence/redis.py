@@ -21,13 +21,15 @@ from redis.exceptions import RedisError
 
 log = structlog.get_logger(__name__)
 
-# KEYS: user set, expiry index. ARGV: entry, expiry, now, index entry.
+# KEYS: user set, expiry index. ARGV: entry, expiry, now, index entry, and
+# how long the set itself is kept: longer than its entries, so that a sweep
+# finds an expired entry there and tells the user's contacts.
 # Returns 1 when the user had no live entry before this one.
 _CONNECT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 local before = redis.call('ZCARD', KEYS[1])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
 if before == 0 then return 1 else return 0 end
 """
@@ -41,13 +43,18 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 if removed == 1 and redis.call('ZCARD', KEYS[1]) == 0 then return 1 else return 0 end
 """
 
-# KEYS: user set, expiry index. ARGV: entry, new expiry, index entry.
+# KEYS: user set, expiry index. ARGV: entry, new expiry, index entry, and
+# how long the set itself is kept.
 _REFRESH = """
 if redis.call('ZADD', KEYS[1], 'XX', 'CH', ARGV[2], ARGV[1]) == 1 then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
   redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[3])
 end
 """
+
+
+# A user's set outlives its newest entry by this many TTLs, for the sweep.
+_SET_KEPT_TTLS = 3
 
 
 def _now_ms() -> int:
@@ -99,7 +106,13 @@ class RedisPresence:
         try:
             came_online = await self._connect(
                 keys=[self._user_key + user_id, self._expiry_key],
-                args=[entry, now + self._ttl_ms, now, f"{user_id}\n{entry}"],
+                args=[
+                    entry,
+                    now + self._ttl_ms,
+                    now,
+                    f"{user_id}\n{entry}",
+                    self._ttl_ms * _SET_KEPT_TTLS,
+                ],
             )
         except (RedisError, OSError) as error:
             log.warning("presence not recorded, redis unavailable", error=str(error))
@@ -156,7 +169,12 @@ class RedisPresence:
             for entry, user_id in list(self._local.items()):
                 await self._refresh(
                     keys=[self._user_key + user_id, self._expiry_key],
-                    args=[entry, expiry, f"{user_id}\n{entry}"],
+                    args=[
+                        entry,
+                        expiry,
+                        f"{user_id}\n{entry}",
+                        self._ttl_ms * _SET_KEPT_TTLS,
+                    ],
                     client=pipe,
                 )
             await pipe.execute()

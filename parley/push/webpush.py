@@ -115,6 +115,8 @@ class WebPushService:
                 content=body,
                 headers=self._headers(origin, notification),
             )
+        except httpx.InvalidURL:
+            return logged(self.name, address, gone("InvalidEndpoint"))
         except httpx.RequestError as error:
             return logged(self.name, address, unreachable(error))
 

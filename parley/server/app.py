@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -62,6 +63,11 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> FastAPI:
         app.state.messenger = messenger
         app.state.verifier = verifier_from_settings(settings)
         app.state.gateway = Gateway(messenger, app.state.verifier)
+        reconciling = None
+        if settings.redis_url:
+            reconciling = asyncio.create_task(
+                app.state.gateway.reconcile_forever(settings.reconcile_interval_s)
+            )
         log.info(
             "node started",
             version=__version__,
@@ -74,6 +80,8 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> FastAPI:
             yield
         finally:
             app.state.gateway.drain()
+            if reconciling is not None:
+                reconciling.cancel()
             await pusher.stop()
             for part in (presence, fanout, media_store):
                 await part.stop()
@@ -138,18 +146,28 @@ class BodyLimit:
             await _too_large(limit)(scope, receive, send)
             return
 
-        received = 0
-
-        async def counted() -> Message:
-            nonlocal received
+        # Without a declared length (chunked), read up to the limit first.
+        body, more = bytearray(), True
+        while more:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                # Raised inside the app, whose error handlers answer 413.
-                raise _too_large_error(limit)
-            return message
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                await _too_large(limit)(scope, receive, send)
+                return
 
-        await self._app(scope, counted, send)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self._app(scope, replay, send)
 
 
 def _too_large_error(limit: int) -> PayloadTooLarge:

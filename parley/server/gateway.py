@@ -37,6 +37,7 @@ log = structlog.get_logger(__name__)
 HELLO_TIMEOUT_S = 10.0
 
 _CLOSE_TIMEOUT_S = 2.0
+_RECONCILE_CHUNK = 500
 
 CLOSE_NORMAL = 1000
 CLOSE_RESTART = 1012
@@ -200,6 +201,29 @@ class Gateway:
         for connection in list(self._by_user.get(user_id, {}).values()):
             connection.offer(item)
 
+    async def reconcile_forever(self, interval_s: float) -> None:
+        """Now and then, compare each device's cursor with its log in the store.
+
+        Hints can be lost between nodes (a node whose Redis is gone publishes
+        none); this bounds how long a device goes without what is stored.
+        """
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self._reconcile()
+            except ParleyError:
+                log.warning("reconciliation skipped, storage unavailable")
+
+    async def _reconcile(self) -> None:
+        user_ids = list(self._by_user)
+        for start in range(0, len(user_ids), _RECONCILE_CHUNK):
+            chunk = user_ids[start : start + _RECONCILE_CHUNK]
+            newest = await self.messenger.store.last_cursors(chunk)
+            for user_id in chunk:
+                for connection in list(self._by_user.get(user_id, {}).values()):
+                    if connection.sent_cursor < newest.get(user_id, 0):
+                        connection.offer(RESYNC)
+
     def resync(self) -> None:
         """Fan-out hints may have been lost: every connection re-reads its log."""
         for devices in list(self._by_user.values()):
@@ -281,6 +305,9 @@ class Gateway:
             self._listening[identity.user_id] = asyncio.ensure_future(
                 self.messenger.fanout.subscribe_user(identity.user_id)
             )
+        # Known shortcoming: only a connection of the same device on this node
+        # is replaced; one on another node stays until it drops. A "replaced"
+        # hint through the fan-out, keyed by device, would reach it.
         previous = devices.pop(identity.device_id, None)
         if previous is not None:
             previous.cut(CLOSE_REPLACED, "replaced")

@@ -226,10 +226,10 @@ async def list_chats(
     """Your chats, most recent activity first, with unread counts and previews.
 
     ``next_offset`` is where the next page starts, or null after the last."""
-    views = await service.chats(me, limit, offset)
-    more = len(views) == limit
+    views = await service.chats(me, limit + 1, offset)
+    more = len(views) > limit
     return {
-        "chats": [view.to_dict() for view in views],
+        "chats": [view.to_dict() for view in views[:limit]],
         "next_offset": offset + limit if more else None,
     }
 
@@ -346,6 +346,12 @@ async def events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> Response:
     """Your log after a cursor, for clients that cannot hold a WebSocket."""
+    newest = await service.store.last_cursor(me.user_id)
+    if after > newest:
+        raise BadRequest(
+            "cursor_out_of_range",
+            f"Cursor {after} is past the newest event ({newest}); start again from 0.",
+        )
     page = await service.store.events_after(me.user_id, after, limit)
     cursor = page[-1].cursor if page else after
     body = b'{"events":[' + b",".join(event.frame() for event in page) + b"]"

@@ -124,6 +124,8 @@ class Pusher:
                 )
             except Exception:  # noqa: BLE001 - one bad job must not stop the lane
                 log.exception("push failed", service=name, device_id=job.device_id)
+                with contextlib.suppress(ParleyError):
+                    await self._record(job, PushResult(Outcome.RETRY, None, "internal"))
 
     async def _push(self, service: PushService, job: PushJob) -> None:
         live = job.device_id in await self._presence.live_devices(job.user_id)

@@ -262,6 +262,16 @@ class SqlStore:
             )
         return int(cursor or 0)
 
+    async def last_cursors(self, user_ids: list[str]) -> dict[str, int]:
+        """The newest cursor of each user's log."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(users.c.user_id, users.c.last_cursor).where(
+                    users.c.user_id.in_(user_ids)
+                )
+            )
+            return {user_id: int(cursor) for user_id, cursor in rows}
+
     async def events_after(self, user_id: str, cursor: int, limit: int) -> list[Event]:
         """The user's events after ``cursor``, oldest first."""
         async with self._read() as conn:
@@ -1061,6 +1071,25 @@ class SqlStore:
                     last_seen_at_ms=now,
                 )
             )
+            if address is not None:
+                # A token reaches one app install: whoever registered it
+                # before (another account, an earlier install) loses it.
+                await conn.execute(
+                    update(devices)
+                    .where(
+                        devices.c.push_token == address.token,
+                        ~and_(
+                            devices.c.user_id == user_id,
+                            devices.c.device_id == device_id,
+                        ),
+                    )
+                    .values(
+                        push_service=None,
+                        push_token=None,
+                        push_p256dh=None,
+                        push_auth=None,
+                    )
+                )
             await conn.execute(
                 update(devices)
                 .where(devices.c.user_id == user_id, devices.c.device_id == device_id)

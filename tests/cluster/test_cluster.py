@@ -176,3 +176,28 @@ async def test_a_node_killed_mid_traffic_loses_and_doubles_nothing(
     for device in devices:
         assert device.seqs == list(range(1, every_seq[-1] + 1)), device.user
     assert sum(device.reconnects for device in devices) >= 2
+
+
+async def test_a_dead_nodes_users_go_offline_for_their_contacts(
+    cluster: list[ServerProcess],
+):
+    """kill -9 takes bob's node; carol, on another node, is told he is offline."""
+    carol = client(cluster[0], "carol", "web")
+    bob = client(cluster[2], "bob", "phone")
+    await carol.open_private_chat("bob")
+
+    async with carol.connect() as web:
+        live = bob.connect()
+        await live.open()
+        await web.wait_for(
+            lambda f: f["type"] == "presence" and f["online"], DELIVERY_S
+        )
+        cluster[2].kill()
+        offline = await web.wait_for(
+            lambda f: f["type"] == "presence" and not f["online"], 15
+        )
+    live.abort()
+    for person in (carol, bob):
+        await person.close()
+
+    assert offline["user_id"] == "bob" and offline["last_seen"]

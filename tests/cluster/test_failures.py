@@ -230,3 +230,33 @@ async def test_a_draining_node_sends_its_devices_elsewhere(
     assert frame["message"]["text"] == "while you moved"
     # Uvicorn finishes its shutdown, then ends by the signal it caught.
     assert one.process.returncode in (0, -signal.SIGTERM)
+
+
+async def test_a_node_without_redis_still_reaches_devices_on_other_nodes(
+    tmp_path, cluster_env
+):
+    """Its hints are lost; the others' reconciliation delivers within seconds."""
+    env = {**cluster_env, "PARLEY_RECONCILE_INTERVAL_S": "1"}
+    healthy = ServerProcess(tmp_path / "healthy", env).start()
+    cut_off = ServerProcess(
+        tmp_path / "cut-off",
+        {**env, "PARLEY_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+    )
+    # Its readiness says degraded, which is still 200: it serves.
+    await asyncio.to_thread(cut_off.start)
+    alice = ParleyClient(healthy.url, healthy.token("alice", "phone"))
+    bob = ParleyClient(cut_off.url, cut_off.token("bob", "phone"))
+    chat = await bob.open_private_chat("alice")
+
+    try:
+        async with alice.connect() as phone:
+            await asyncio.wait_for(phone.synced.wait(), DELIVERY_S)
+            await bob.send(chat["id"], "through a node without redis")
+            frame = await phone.wait_for(message_in(chat["id"]), DELIVERY_S)
+    finally:
+        await alice.close()
+        await bob.close()
+        healthy.stop()
+        cut_off.stop()
+
+    assert frame["message"]["text"] == "through a node without redis"

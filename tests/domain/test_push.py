@@ -94,6 +94,9 @@ def test_push_addresses_are_checked_per_service():
         ("webpush", "https://169.254.169.254/latest/meta-data"),
         ("webpush", "https://evil.example/push"),
         ("webpush", "https://fcm.googleapis.com.evil.example/x"),
+        ("webpush", "https://fcm.google\tapis.com/x"),
+        ("webpush", "https://fcm.googleapis.com/x\r\nX-Evil: 1"),
+        ("webpush", "https://user:pass@fcm.googleapis.com/x"),
     ],
 )
 def test_unknown_services_bad_tokens_and_foreign_endpoints_are_refused(service, token):

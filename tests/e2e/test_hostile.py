@@ -23,6 +23,36 @@ from tests.e2e.conftest import DELIVERY_S, People
 from tests.support import ServerProcess
 
 
+async def test_an_oversized_chunked_body_is_refused_too(people: People):
+    """No Content-Length: still 413 body_too_large, not a parse error."""
+    alice = people.client("alice")
+
+    async def chunks():
+        yield b'{"title": "huge", "members": ['
+        for number in range(20_000):
+            yield b'"user%d",' % number
+        yield b'"last"]}'
+
+    response = await alice._http.post(
+        "/v1/chats/groups",
+        content=chunks(),
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+
+
+async def test_an_event_cursor_from_the_future_is_refused_over_http(people: People):
+    alice = people.client("alice")
+    await alice.open_private_chat(people.id("bob"))
+
+    with pytest.raises(ParleyClientError) as refused:
+        await alice.events(after=10**6)
+
+    assert refused.value.code == "cursor_out_of_range"
+
+
 async def test_an_oversized_json_body_is_refused_before_it_is_read(people: People):
     """A megabyte of JSON gets 413 body_too_large, with or without a token."""
     alice = people.client("alice")

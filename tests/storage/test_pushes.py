@@ -124,3 +124,16 @@ async def test_a_gone_address_is_forgotten_with_its_jobs(store: SqlStore, clock:
     clock.advance(1000)
 
     assert await store.claim_pushes(10, lease_ms=30_000) == []
+
+
+async def test_a_push_token_reaches_only_the_device_that_registered_it_last(
+    store: SqlStore, clock: Clock
+):
+    """The phone switches accounts: the old account's messages stop coming."""
+    old_chat = await offline_bob(store)
+    await store.set_push_address("carol", "phone", PHONE)
+
+    await store.send("alice", old_chat, "m", "for bob", [])
+    clock.advance(1000)
+
+    assert await store.claim_pushes(10, lease_ms=30_000) == []
