@@ -1361,16 +1361,18 @@ async def _ensure_users(
     )
 
 
-def _membership_from(row) -> Membership:  # noqa: ANN001
+def _membership_from(row, prefix: str = "") -> Membership:  # noqa: ANN001
+    """A membership from a row of ``members``, its columns named ``prefix``+name."""
+    mapping = row._mapping
     return Membership(
-        chat_id=row.chat_id,
-        user_id=row.user_id,
-        role=Role(row.role),
-        joined_after=row.joined_after,
-        left_at=row.left_at,
-        read_seq=row.read_seq,
-        delivered_seq=row.delivered_seq,
-        muted=bool(row.muted),
+        chat_id=mapping[prefix + "chat_id"],
+        user_id=mapping[prefix + "user_id"],
+        role=Role(mapping[prefix + "role"]),
+        joined_after=mapping[prefix + "joined_after"],
+        left_at=mapping[prefix + "left_at"],
+        read_seq=mapping[prefix + "read_seq"],
+        delivered_seq=mapping[prefix + "delivered_seq"],
+        muted=bool(mapping[prefix + "muted"]),
     )
 
 
@@ -1450,15 +1452,18 @@ async def _acting_member(
     return ChatKind(kind), actor
 
 
-def _message(row) -> Message:  # noqa: ANN001
+def _message(row, prefix: str = "") -> Message:  # noqa: ANN001
+    """A message from a row of ``messages``, its columns named ``prefix``+name."""
+    mapping = row._mapping
+    images = mapping[prefix + "images"]
     return Message(
-        chat_id=row.chat_id,
-        seq=row.seq,
-        sender_id=row.sender_id,
-        client_id=row.client_id,
-        text=row.text,
-        images=orjson.loads(row.images) if row.images else [],
-        sent_at_ms=row.sent_at_ms,
+        chat_id=mapping[prefix + "chat_id"],
+        seq=mapping[prefix + "seq"],
+        sender_id=mapping[prefix + "sender_id"],
+        client_id=mapping[prefix + "client_id"],
+        text=mapping[prefix + "text"],
+        images=orjson.loads(images) if images else [],
+        sent_at_ms=mapping[prefix + "sent_at_ms"],
     )
 
 
@@ -1524,27 +1529,8 @@ def _last_message_columns(last) -> list:  # noqa: ANN001
 
 
 def _listed_chat_view(row, member_ids: list[str]) -> ChatView:  # noqa: ANN001
-    member = Membership(
-        chat_id=row.m_chat_id,
-        user_id=row.m_user_id,
-        role=Role(row.m_role),
-        joined_after=row.m_joined_after,
-        left_at=row.m_left_at,
-        read_seq=row.m_read_seq,
-        delivered_seq=row.m_delivered_seq,
-        muted=bool(row.m_muted),
-    )
-    last_message = None
-    if row.l_seq is not None:
-        last_message = Message(
-            chat_id=row.l_chat_id,
-            seq=row.l_seq,
-            sender_id=row.l_sender_id,
-            client_id=row.l_client_id,
-            text=row.l_text,
-            images=orjson.loads(row.l_images) if row.l_images else [],
-            sent_at_ms=row.l_sent_at_ms,
-        )
+    member = _membership_from(row, "m_")
+    last_message = _message(row, "l_") if row.l_seq is not None else None
     return ChatView(
         chat_id=row.id,
         kind=row.kind,
