@@ -367,8 +367,10 @@ async def _type_chat(device, chat_id: int) -> None:  # noqa: ANN001
 
 
 def _register_design_commands() -> None:
+    from parley.bench import bench
     from parley.capacity import capacity
 
+    main.add_command(bench)
     main.add_command(capacity)
 
 
