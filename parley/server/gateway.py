@@ -106,6 +106,14 @@ class Connection:
             return
         self.closed = (code, reason)
         metrics.CONNECTIONS_CUT.labels(reason).inc()
+        level = "info" if reason in ("replaced", "draining") else "warning"
+        getattr(log, level)(
+            "connection cut",
+            reason=reason,
+            user_id=self.identity.user_id,
+            device_id=self.identity.device_id,
+            queued_frames=len(self._pending),
+        )
         self._pending.clear()
         asyncio.create_task(self._close_socket(code, reason))
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import orjson
 from sqlalchemy import (
@@ -153,6 +153,7 @@ class SqlStore:
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         self._sends = _Batcher(self._store_batch)
+        self._acks = _Batcher(self._store_acks)
 
     # -- life cycle -------------------------------------------------------
 
@@ -284,43 +285,64 @@ class SqlStore:
             return [Event(user_id, row.cursor, row.kind, row.payload) for row in rows]
 
     async def ack(self, user_id: str, device_id: str, cursor: int) -> list[Event]:
-        """A device has everything up to ``cursor``: record delivery receipts."""
+        """A device has everything up to ``cursor``: record delivery receipts.
 
+        Acknowledgements arrive as often as messages; like sends, those that
+        queue during a commit share the next one, each in its own savepoint.
+        """
+        return await self._acks.submit(_AckRequest(user_id, device_id, cursor))
+
+    async def _store_acks(
+        self, requests: list[_AckRequest]
+    ) -> list[list[Event] | ParleyError]:
         async def transaction(conn: AsyncConnection):
-            row = (
-                await conn.execute(
-                    select(users.c.last_cursor, users.c.delivered_cursor).where(
-                        users.c.user_id == user_id
-                    )
-                )
-            ).one_or_none()
-            last_cursor, delivered_cursor = row if row is not None else (0, 0)
-            if cursor > last_cursor:
-                raise BadRequest(
-                    "cursor_out_of_range",
-                    f"Cursor {cursor} is past the newest event ({last_cursor}).",
-                )
-
-            await conn.execute(
-                update(devices)
-                .where(
-                    devices.c.user_id == user_id,
-                    devices.c.device_id == device_id,
-                    devices.c.acked_cursor < cursor,
-                )
-                .values(acked_cursor=cursor)
-            )
-            if cursor <= delivered_cursor:
-                return []
-
-            await conn.execute(
-                update(users)
-                .where(users.c.user_id == user_id)
-                .values(delivered_cursor=cursor)
-            )
-            return await self._deliver_up_to(conn, user_id, delivered_cursor, cursor)
+            outcomes: list[list[Event] | ParleyError] = []
+            for request in requests:
+                try:
+                    async with conn.begin_nested():
+                        outcomes.append(await self._store_ack(conn, request))
+                except ParleyError as refusal:
+                    outcomes.append(refusal)
+            return outcomes
 
         return await self._transaction(transaction)
+
+    async def _store_ack(
+        self, conn: AsyncConnection, request: _AckRequest
+    ) -> list[Event]:
+        user_id, device_id, cursor = request
+        row = (
+            await conn.execute(
+                select(users.c.last_cursor, users.c.delivered_cursor).where(
+                    users.c.user_id == user_id
+                )
+            )
+        ).one_or_none()
+        last_cursor, delivered_cursor = row if row is not None else (0, 0)
+        if cursor > last_cursor:
+            raise BadRequest(
+                "cursor_out_of_range",
+                f"Cursor {cursor} is past the newest event ({last_cursor}).",
+            )
+
+        await conn.execute(
+            update(devices)
+            .where(
+                devices.c.user_id == user_id,
+                devices.c.device_id == device_id,
+                devices.c.acked_cursor < cursor,
+            )
+            .values(acked_cursor=cursor)
+        )
+        if cursor <= delivered_cursor:
+            return []
+
+        await conn.execute(
+            update(users)
+            .where(users.c.user_id == user_id)
+            .values(delivered_cursor=cursor)
+        )
+        return await self._deliver_up_to(conn, user_id, delivered_cursor, cursor)
 
     async def _deliver_up_to(
         self, conn: AsyncConnection, user_id: str, after: int, up_to: int
@@ -1177,6 +1199,12 @@ class _SendRequest:
     client_id: str
     text: str | None
     media_ids: list[str]
+
+
+class _AckRequest(NamedTuple):
+    user_id: str
+    device_id: str
+    cursor: int
 
 
 _MAX_BATCH = 256
