@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     redis_prefix: str = "parley:"
     presence_ttl_s: float = Field(30.0, gt=0)
     reconcile_interval_s: float = Field(10.0, gt=0)
+    presence_max_chat_members: int = Field(64, ge=2)
     s3_bucket: str = ""
     s3_prefix: str = ""
     s3_endpoint_url: str = ""

@@ -277,7 +277,9 @@ class Messenger:
     async def _announce_presence(
         self, user_id: str, *, online: bool, last_seen_ms: int | None
     ) -> None:
-        contacts = await self.store.contacts(user_id)
+        contacts = await self.store.contacts(
+            user_id, self.settings.presence_max_chat_members
+        )
         frame = encode(
             {
                 "type": "presence",

@@ -1170,8 +1170,10 @@ class SqlStore:
 
     # -- presence ---------------------------------------------------------
 
-    async def contacts(self, user_id: str) -> list[str]:
-        """The users who share an active chat with ``user_id``."""
+    async def contacts(self, user_id: str, max_chat_members: int = 64) -> list[str]:
+        """The users who share an active chat of at most ``max_chat_members``
+        with ``user_id``: in a large group, presence is not announced to all,
+        or a thousand members coming online would make a million frames."""
         async with self._read() as conn:
             chat_ids = await conn.scalars(
                 select(user_chats.c.chat_id).where(user_chats.c.user_id == user_id)
@@ -1185,7 +1187,13 @@ class SqlStore:
         by_chat: dict[int, set[str]] = {}
         for chat_id, member_id in rows:
             by_chat.setdefault(chat_id, set()).add(member_id)
-        shared = set().union(*(ids for ids in by_chat.values() if user_id in ids))
+        shared = set().union(
+            *(
+                ids
+                for ids in by_chat.values()
+                if user_id in ids and len(ids) <= max_chat_members
+            )
+        )
         return sorted(shared - {user_id})
 
 

@@ -69,3 +69,13 @@ async def test_the_migrations_build_exactly_the_schema_the_code_uses(store: SqlS
         )
 
     assert differences == []
+
+
+async def test_presence_goes_to_private_chats_and_small_groups_only(store: SqlStore):
+    """In a big group, members coming online are not announced to everyone."""
+    await store.open_private_chat("alice", "bob")
+    await store.create_group("alice", "small", ["carol"])
+    await store.create_group("alice", "big", [f"fan{n}" for n in range(70)])
+
+    assert await store.contacts("alice", max_chat_members=64) == ["bob", "carol"]
+    assert len(await store.contacts("alice", max_chat_members=100)) == 72
