@@ -54,10 +54,24 @@ _CATCH_UP = object()
 class Connection:
     """One device's live connection and the frames it is owed.
 
-    An idle connection holds no task: a writer task exists only while there
-    are frames to write, and ends when they are written. This keeps the
-    memory of ten thousand idle devices small.
+    An idle connection holds no task and no queue: a writer task and its
+    queue exist only while there are frames to write. This keeps the memory
+    of ten thousand idle devices small.
     """
+
+    __slots__ = (
+        "websocket",
+        "identity",
+        "connection_id",
+        "messenger",
+        "sent_cursor",
+        "closed",
+        "handler",
+        "receiving",
+        "_pending",
+        "_writer",
+        "_started",
+    )
 
     def __init__(
         self,
@@ -67,17 +81,13 @@ class Connection:
         messenger: Messenger,
         cursor: int,
     ) -> None:
-        settings = messenger.settings
         self.websocket = websocket
         self.identity = identity
         self.connection_id = connection_id
         self.messenger = messenger
         self.sent_cursor = cursor
-        self._pending: deque[Event | bytes | object] = deque()
-        self._limit = settings.send_queue_frames
+        self._pending: deque[Event | bytes | object] | None = None
         self._writer: asyncio.Task | None = None
-        self._send_timeout_s = settings.send_timeout_s
-        self._page = settings.catch_up_page
         self.closed: tuple[int, str] | None = None
         self.handler: asyncio.Task | None = None
         self.receiving = False
@@ -86,6 +96,7 @@ class Connection:
     def start(self) -> None:
         """Begin writing, after ``welcome``: the catch-up first, then what queued."""
         self._started = True
+        self._pending = self._pending or deque()
         self._pending.appendleft(_CATCH_UP)
         self._writer = asyncio.create_task(self._write_pending())
 
@@ -93,7 +104,9 @@ class Connection:
         """Queue a frame without waiting; a full queue means a client too slow."""
         if self.closed is not None:
             return
-        if len(self._pending) >= self._limit:
+        if self._pending is None:
+            self._pending = deque()
+        if len(self._pending) >= self.messenger.settings.send_queue_frames:
             self.cut(CLOSE_TOO_SLOW, "too_slow")
             return
         self._pending.append(item)
@@ -112,9 +125,9 @@ class Connection:
             reason=reason,
             user_id=self.identity.user_id,
             device_id=self.identity.device_id,
-            queued_frames=len(self._pending),
+            queued_frames=len(self._pending or ()),
         )
-        self._pending.clear()
+        self._pending = None
         asyncio.create_task(self._close_socket(code, reason))
 
     async def _close_socket(self, code: int, reason: str) -> None:
@@ -138,6 +151,7 @@ class Connection:
         try:
             while self._pending and self.closed is None:
                 await self._write_item(self._pending.popleft())
+            self._pending = None
         except (WebSocketDisconnect, TimeoutError, OSError, RuntimeError):
             self.cut(CLOSE_TOO_SLOW, "too_slow")
         except ParleyError:
@@ -172,11 +186,13 @@ class Connection:
         store = self.messenger.store
         while True:
             page = await store.events_after(
-                self.identity.user_id, self.sent_cursor, self._page
+                self.identity.user_id,
+                self.sent_cursor,
+                self.messenger.settings.catch_up_page,
             )
             for event in page:
                 await self._write_event(event)
-            if len(page) < self._page:
+            if len(page) < self.messenger.settings.catch_up_page:
                 return
 
     async def _write_event(self, event: Event) -> None:
@@ -188,7 +204,8 @@ class Connection:
 
     async def _write(self, frame: bytes) -> None:
         await asyncio.wait_for(
-            self.websocket.send_text(frame.decode()), self._send_timeout_s
+            self.websocket.send_text(frame.decode()),
+            self.messenger.settings.send_timeout_s,
         )
 
 
