@@ -414,7 +414,7 @@ class Gateway:
                 error=type(error).__name__,
                 exc_info=error,
             )
-            reply = _error_frame(ref if _is_text(ref) else None, ParleyError())
+            reply = _error_frame(ref, ParleyError())
         if reply is not None:
             connection.offer(reply)
 
@@ -461,10 +461,6 @@ def _readable_ref(raw: str | bytes) -> str | None:
         return reference(json.loads(raw))
     except (ValueError, RecursionError, AttributeError, TypeError, ParleyError):
         return None
-
-
-def _is_text(value: str | None) -> bool:
-    return value is None or value.isascii()
 
 
 def _bearer(header: str | None) -> str | None:

@@ -16,6 +16,7 @@ import structlog
 from parley import metrics
 from parley.auth import Identity
 from parley.config import Settings
+from parley.domain import reads
 from parley.domain.chats import check_title, check_user_id
 from parley.domain.messages import (
     Event,
@@ -162,8 +163,9 @@ class Messenger:
         member, last_seq, events = await self.store.read(me.user_id, chat_id, seq)
         await self._notify(events)
         self.on_pushes_due()
-        unread = max(0, member.visible_last(last_seq) - member.read_seq)
-        return ReadPosition(chat_id, member.read_seq, unread)
+        return ReadPosition(
+            chat_id, member.read_seq, reads.unread_count(member, last_seq)
+        )
 
     async def receipts(self, me: Identity, chat_id: int, seq: int) -> dict:
         message, recipients = await self.store.receipts(me.user_id, chat_id, seq)

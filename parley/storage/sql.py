@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +153,8 @@ class SqlStore:
         self._write_lock = asyncio.Lock()
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
-        self._sends = _Batcher(self._store_batch)
-        self._acks = _Batcher(self._store_acks)
+        self._sends = _Batcher(self._in_one_transaction(self._store_message))
+        self._acks = _Batcher(self._in_one_transaction(self._store_ack))
 
     # -- life cycle -------------------------------------------------------
 
@@ -196,6 +197,27 @@ class SqlStore:
                     raise _unavailable(error) from None
                 log.info("transaction retried: %s", _sqlstate(error))
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _in_one_transaction(
+        self, store_one: Callable[[AsyncConnection, R], Awaitable[T]]
+    ) -> Callable[[list[R]], Awaitable[list[T | ParleyError]]]:
+        """Store a batch in one transaction, each request in a savepoint of its
+        own, so that a refused one rolls back alone and gets its refusal."""
+
+        async def store_all(requests: list[R]) -> list[T | ParleyError]:
+            async def transaction(conn: AsyncConnection):
+                outcomes: list[T | ParleyError] = []
+                for request in requests:
+                    try:
+                        async with conn.begin_nested():
+                            outcomes.append(await store_one(conn, request))
+                    except ParleyError as refusal:
+                        outcomes.append(refusal)
+                return outcomes
+
+            return await self._transaction(transaction)
+
+        return store_all
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -291,21 +313,6 @@ class SqlStore:
         queue during a commit share the next one, each in its own savepoint.
         """
         return await self._acks.submit(_AckRequest(user_id, device_id, cursor))
-
-    async def _store_acks(
-        self, requests: list[_AckRequest]
-    ) -> list[list[Event] | ParleyError]:
-        async def transaction(conn: AsyncConnection):
-            outcomes: list[list[Event] | ParleyError] = []
-            for request in requests:
-                try:
-                    async with conn.begin_nested():
-                        outcomes.append(await self._store_ack(conn, request))
-                except ParleyError as refusal:
-                    outcomes.append(refusal)
-            return outcomes
-
-        return await self._transaction(transaction)
 
     async def _store_ack(
         self, conn: AsyncConnection, request: _AckRequest
@@ -754,21 +761,6 @@ class SqlStore:
         """
         request = _SendRequest(sender_id, chat_id, client_id, text_, media_ids)
         return await self._sends.submit(request)
-
-    async def _store_batch(
-        self, requests: list[_SendRequest]
-    ) -> list[tuple[Message, bool, list[Event]] | ParleyError]:
-        async def transaction(conn: AsyncConnection):
-            outcomes: list[tuple[Message, bool, list[Event]] | ParleyError] = []
-            for request in requests:
-                try:
-                    async with conn.begin_nested():
-                        outcomes.append(await self._store_message(conn, request))
-                except ParleyError as refusal:
-                    outcomes.append(refusal)
-            return outcomes
-
-        return await self._transaction(transaction)
 
     async def _store_message(
         self, conn: AsyncConnection, request: _SendRequest
