@@ -60,8 +60,12 @@ class PushWorld:
 
 @pytest.fixture
 async def world(
-    tmp_path: Path, backend_env: dict[str, str]
+    request: pytest.FixtureRequest, tmp_path: Path, backend_env: dict[str, str]
 ) -> AsyncIterator[PushWorld]:
+    """The fakes and a server using them; a test marked ``stalled_apns`` gets
+    an APNs that accepts connections and never answers."""
+    stall = await asyncio.start_server(_never_answer, "127.0.0.1", 0)
+    stalled_url = f"https://127.0.0.1:{stall.sockets[0].getsockname()[1]}"
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
@@ -98,7 +102,9 @@ async def world(
         "PARLEY_APNS_KEY_ID": KEY_ID,
         "PARLEY_APNS_TEAM_ID": TEAM_ID,
         "PARLEY_APNS_BUNDLE_ID": BUNDLE_ID,
-        "PARLEY_APNS_URL": apns.url,
+        "PARLEY_APNS_URL": (
+            stalled_url if request.node.get_closest_marker("stalled_apns") else apns.url
+        ),
         "PARLEY_APNS_CA_FILE": str(ca_file),
         "PARLEY_FCM_SERVICE_ACCOUNT_FILE": str(
             write_service_account(fcm, fcm_key, tmp_path / "fcm.json")
@@ -124,8 +130,15 @@ async def world(
         uuid.uuid4().hex[:8],
     )
     await asyncio.to_thread(server.stop)
+    stall.close()
     for fake in (apns, fcm, webpush):
         await fake.stop()
+
+
+async def _never_answer(reader, writer) -> None:  # noqa: ANN001
+    """A service that takes the connection and then says nothing at all."""
+    await reader.read()
+    writer.close()
 
 
 async def wait_until(condition, timeout_s: float = DELIVERY_S) -> None:  # noqa: ANN001
@@ -306,3 +319,38 @@ async def test_a_queued_push_survives_kill_9(world: PushWorld):
         await client.close()
 
     assert world.apns.received[0].payload["aps"]["badge"] == 1
+
+
+@pytest.mark.stalled_apns
+async def test_a_stalled_service_delays_neither_other_services_nor_messages(
+    world: PushWorld,
+):
+    """APNs hangs on more pushes than a lane has workers; the Android phone is
+    still notified, the laptop still gets the message live, both in time."""
+    iphones = [world.client("alice", f"iphone{n}") for n in range(20)]
+    android = world.client("carol", "android")
+    laptop = world.client("carol", "laptop")
+    bob = world.client("bob", "phone")
+    for iphone in iphones:
+        await register_apns(iphone)
+    fcm_token = world.fcm.register()
+    await android._call(
+        "PUT", "/v1/devices/current/push", json={"service": "fcm", "token": fcm_token}
+    )
+    to_alice = await bob.open_private_chat(world.id("alice"))
+    to_carol = await bob.open_private_chat(world.id("carol"))
+
+    async with laptop.connect() as live:
+        await asyncio.wait_for(live.synced.wait(), DELIVERY_S)
+        for number in range(5):
+            await bob.send(to_alice["id"], f"into the void {number}")
+        await asyncio.sleep(1.0)
+        await bob.send(to_carol["id"], "still there?")
+        arrived = await live.wait_for(lambda f: f["type"] == "message", DELIVERY_S)
+        await wait_until(lambda: world.fcm.received)
+    for client in (*iphones, android, laptop, bob):
+        await client.close()
+
+    assert arrived["message"]["text"] == "still there?"
+    assert world.fcm.received[0]["token"] == fcm_token
+    assert world.apns.received == []
