@@ -9,7 +9,7 @@ by another. The rows are written in the transactions of ``SqlStore``.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, case, delete, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,140 +22,86 @@ from parley.storage.schema import (
     push_jobs,
     push_shown,
 )
+from parley.storage.statements import Statements, placeholders
 
 
 async def queue_notifications(
-    conn: AsyncConnection,
+    sql: Statements,
     *,
     chat_id: int,
     seq: int,
     recipients: list[str],
     now_ms: int,
     delay_ms: int,
-    is_sqlite: bool,
 ) -> int:
-    """Owe every push-capable device of the recipients a notification."""
+    """Owe every push-capable device of ``recipients`` (members who have not
+    muted the chat) a notification."""
     if not recipients:
         return 0
-    targets = (
-        await conn.execute(
-            select(devices.c.user_id, devices.c.device_id)
-            .join(
-                members,
-                and_(
-                    members.c.user_id == devices.c.user_id, members.c.chat_id == chat_id
-                ),
-            )
-            .where(
-                devices.c.user_id.in_(recipients),
-                devices.c.push_service.is_not(None),
-                members.c.muted.is_(False),
-            )
-        )
-    ).all()
+    targets = await sql.rows(_PUSH_DEVICES % placeholders(len(recipients)), recipients)
     if not targets:
         return 0
 
-    await _owe(
-        conn,
-        PushKind.NOTIFY,
-        [(user_id, device_id, chat_id, seq) for user_id, device_id in targets],
-        now_ms=now_ms,
-        due_at_ms=now_ms + delay_ms,
-        is_sqlite=is_sqlite,
+    due_at_ms = now_ms + delay_ms
+    await sql.run_many(
+        _OWE_NOTIFICATION,
+        [
+            (user_id, device_id, chat_id, PushKind.NOTIFY.value, seq, now_ms, due_at_ms)
+            for user_id, device_id in targets
+        ],
     )
     return len(targets)
 
 
 async def queue_withdrawals(
-    conn: AsyncConnection,
+    sql: Statements,
     *,
     user_id: str,
     chat_id: int,
     read_seq: int,
     now_ms: int,
-    is_sqlite: bool,
 ) -> None:
     """The user read the chat: nothing more to notify, and shown ones go."""
-    await conn.execute(
-        delete(push_jobs).where(
-            push_jobs.c.user_id == user_id,
-            push_jobs.c.chat_id == chat_id,
-            push_jobs.c.kind == PushKind.NOTIFY.value,
-            push_jobs.c.seq <= read_seq,
-        )
-    )
-    shown = (
-        await conn.execute(
-            select(push_shown.c.device_id, push_shown.c.seq).where(
-                push_shown.c.user_id == user_id,
-                push_shown.c.chat_id == chat_id,
-                push_shown.c.seq <= read_seq,
-            )
-        )
-    ).all()
+    await sql.run(_FORGET_NOTIFICATIONS, (user_id, chat_id, read_seq))
+    shown = await sql.rows(_SHOWN_UP_TO, (user_id, chat_id, read_seq))
     if not shown:
         return
 
-    await _owe(
-        conn,
-        PushKind.WITHDRAW,
-        [(user_id, device_id, chat_id, seq) for device_id, seq in shown],
-        now_ms=now_ms,
-        due_at_ms=now_ms,
-        is_sqlite=is_sqlite,
-    )
-
-
-async def _owe(
-    conn: AsyncConnection,
-    kind: PushKind,
-    jobs: list[tuple[str, str, int, int]],
-    *,
-    now_ms: int,
-    due_at_ms: int,
-    is_sqlite: bool,
-) -> None:
-    """One job per device and chat, (user, device, chat, seq) each: the newest
-    fact replaces the older, and a notification keeps the moment its burst
-    began, so that the burst goes out as one."""
-    statement = (sqlite if is_sqlite else postgresql).insert(push_jobs)
-    due = statement.excluded.due_at_ms
-    if kind is PushKind.NOTIFY:
-        due = case(
-            (push_jobs.c.kind == PushKind.NOTIFY.value, push_jobs.c.due_at_ms),
-            else_=due,
-        )
-    statement = statement.on_conflict_do_update(
-        index_elements=[
-            push_jobs.c.user_id,
-            push_jobs.c.device_id,
-            push_jobs.c.chat_id,
-        ],
-        set_={
-            "kind": kind.value,
-            "seq": statement.excluded.seq,
-            "attempts": 0,
-            "due_at_ms": due,
-        },
-    )
-    await conn.execute(
-        statement,
+    await sql.run_many(
+        _OWE_WITHDRAWAL,
         [
-            {
-                "user_id": user_id,
-                "device_id": device_id,
-                "chat_id": chat_id,
-                "kind": kind.value,
-                "seq": seq,
-                "queued_at_ms": now_ms,
-                "due_at_ms": due_at_ms,
-                "attempts": 0,
-                "claimed_until_ms": 0,
-            }
-            for user_id, device_id, chat_id, seq in jobs
+            (user_id, device_id, chat_id, PushKind.WITHDRAW.value, seq, now_ms, now_ms)
+            for device_id, seq in shown
         ],
     )
+
+
+_PUSH_DEVICES = (
+    "SELECT user_id, device_id FROM devices"
+    " WHERE user_id IN (%s) AND push_service IS NOT NULL"
+)
+_FORGET_NOTIFICATIONS = (
+    "DELETE FROM push_jobs WHERE user_id = ? AND chat_id = ?"
+    " AND kind = 'notify' AND seq <= ?"
+)
+_SHOWN_UP_TO = (
+    "SELECT device_id, seq FROM push_shown"
+    " WHERE user_id = ? AND chat_id = ? AND seq <= ?"
+)
+# One job per device and chat: the newest fact replaces the older, and a
+# notification keeps the moment its burst began, so the burst goes out as one.
+_OWE = (
+    "INSERT INTO push_jobs (user_id, device_id, chat_id, kind, seq,"
+    " queued_at_ms, due_at_ms, attempts, claimed_until_ms)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)"
+    " ON CONFLICT (user_id, device_id, chat_id) DO UPDATE SET"
+    " kind = excluded.kind, seq = excluded.seq, attempts = 0, due_at_ms = %s"
+)
+_OWE_NOTIFICATION = _OWE % (
+    "CASE WHEN push_jobs.kind = 'notify' THEN push_jobs.due_at_ms"
+    " ELSE excluded.due_at_ms END"
+)
+_OWE_WITHDRAWAL = _OWE % "excluded.due_at_ms"
 
 
 async def claim(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ from typing import NamedTuple, TypeVar
 import orjson
 from sqlalchemy import (
     and_,
-    bindparam,
     case,
     create_engine,
     delete,
@@ -61,7 +61,6 @@ from parley.storage import pushes
 from parley.storage.schema import (
     chats,
     devices,
-    events,
     media,
     media_uploads,
     members,
@@ -70,6 +69,13 @@ from parley.storage.schema import (
     push_jobs,
     user_chats,
     users,
+)
+from parley.storage.statements import (
+    DriverStatements,
+    SqliteStatements,
+    Statements,
+    placeholders,
+    savepoint,
 )
 
 log = logging.getLogger(__name__)
@@ -207,9 +213,10 @@ class SqlStore:
         async def store_all(requests: list[R]) -> list[T | ParleyError]:
             async def transaction(conn: AsyncConnection):
                 outcomes: list[T | ParleyError] = []
+                statements = _sql(conn)
                 for request in requests:
                     try:
-                        async with conn.begin_nested():
+                        async with savepoint(statements):
                             outcomes.append(await store_one(conn, request))
                     except ParleyError as refusal:
                         outcomes.append(refusal)
@@ -232,22 +239,11 @@ class SqlStore:
         now = self._clock()
 
         async def transaction(conn: AsyncConnection):
-            await _ensure_users(conn, [user_id], self._is_sqlite)
-            await conn.execute(
-                _insert_ignore(devices, self._is_sqlite).values(
-                    user_id=user_id,
-                    device_id=device_id,
-                    acked_cursor=0,
-                    first_seen_at_ms=now,
-                    last_seen_at_ms=now,
-                )
-            )
-            acked = await conn.scalar(
-                select(devices.c.acked_cursor).where(
-                    devices.c.user_id == user_id, devices.c.device_id == device_id
-                )
-            )
-            return int(acked or 0)
+            sql = _sql(conn)
+            await sql.run(_INSERT_USER, (user_id,))
+            await sql.run(_INSERT_DEVICE, (user_id, device_id, now, now))
+            row = await sql.row(_DEVICE_ACKED, (user_id, device_id))
+            return int(row[0]) if row else 0
 
         return await self._transaction(transaction)
 
@@ -280,31 +276,24 @@ class SqlStore:
 
     async def last_cursor(self, user_id: str) -> int:
         async with self._read() as conn:
-            cursor = await conn.scalar(
-                select(users.c.last_cursor).where(users.c.user_id == user_id)
-            )
-        return int(cursor or 0)
+            row = await _sql(conn).row(_LAST_CURSOR, (user_id,))
+        return int(row[0]) if row else 0
 
     async def last_cursors(self, user_ids: list[str]) -> dict[str, int]:
         """The newest cursor of each user's log."""
+        if not user_ids:
+            return {}
         async with self._read() as conn:
-            rows = await conn.execute(
-                select(users.c.user_id, users.c.last_cursor).where(
-                    users.c.user_id.in_(user_ids)
-                )
+            rows = await _sql(conn).rows(
+                _LAST_CURSORS % placeholders(len(user_ids)), user_ids
             )
-            return {user_id: int(cursor) for user_id, cursor in rows}
+        return {user_id: int(cursor) for user_id, cursor in rows}
 
     async def events_after(self, user_id: str, cursor: int, limit: int) -> list[Event]:
         """The user's events after ``cursor``, oldest first."""
         async with self._read() as conn:
-            rows = await conn.execute(
-                select(events.c.cursor, events.c.kind, events.c.payload)
-                .where(events.c.user_id == user_id, events.c.cursor > cursor)
-                .order_by(events.c.cursor)
-                .limit(limit)
-            )
-            return [Event(user_id, row.cursor, row.kind, row.payload) for row in rows]
+            rows = await _sql(conn).rows(_EVENTS_AFTER, (user_id, cursor, limit))
+        return [Event(user_id, cursor, kind, body) for cursor, kind, body in rows]
 
     async def ack(self, user_id: str, device_id: str, cursor: int) -> list[Event]:
         """A device has everything up to ``cursor``: record delivery receipts.
@@ -318,13 +307,8 @@ class SqlStore:
         self, conn: AsyncConnection, request: _AckRequest
     ) -> list[Event]:
         user_id, device_id, cursor = request
-        row = (
-            await conn.execute(
-                select(users.c.last_cursor, users.c.delivered_cursor).where(
-                    users.c.user_id == user_id
-                )
-            )
-        ).one_or_none()
+        sql = _sql(conn)
+        row = await sql.row(_USER_CURSORS, (user_id,))
         last_cursor, delivered_cursor = row if row is not None else (0, 0)
         if cursor > last_cursor:
             raise BadRequest(
@@ -332,51 +316,30 @@ class SqlStore:
                 f"Cursor {cursor} is past the newest event ({last_cursor}).",
             )
 
-        await conn.execute(
-            update(devices)
-            .where(
-                devices.c.user_id == user_id,
-                devices.c.device_id == device_id,
-                devices.c.acked_cursor < cursor,
-            )
-            .values(acked_cursor=cursor)
-        )
+        await sql.run(_DEVICE_ACK, (cursor, user_id, device_id, cursor))
         if cursor <= delivered_cursor:
             return []
 
-        await conn.execute(
-            update(users)
-            .where(users.c.user_id == user_id)
-            .values(delivered_cursor=cursor)
-        )
+        await sql.run(_USER_DELIVERED, (cursor, user_id))
         return await self._deliver_up_to(conn, user_id, delivered_cursor, cursor)
 
     async def _deliver_up_to(
         self, conn: AsyncConnection, user_id: str, after: int, up_to: int
     ) -> list[Event]:
-        newest_by_chat = await conn.execute(
-            select(events.c.chat_id, func.max(events.c.message_seq).label("seq"))
-            .where(
-                events.c.user_id == user_id,
-                events.c.cursor > after,
-                events.c.cursor <= up_to,
-                events.c.kind == EventKind.MESSAGE,
-                events.c.sender_id != user_id,
-            )
-            .group_by(events.c.chat_id)
+        sql = _sql(conn)
+        newest_by_chat = await sql.rows(
+            _NEWEST_DELIVERED_BY_CHAT,
+            (user_id, after, up_to, EventKind.MESSAGE, user_id),
         )
         receipts: list[Event] = []
-        for chat_id, seq in newest_by_chat.all():
-            member = await _membership(conn, chat_id, user_id)
-            if member is None or seq <= member.delivered_seq:
+        for chat_id, seq in newest_by_chat:
+            member = await sql.row(_MEMBER_POSITIONS, (chat_id, user_id))
+            if member is None or seq <= member[1]:
                 continue
-            await conn.execute(
-                update(members)
-                .where(members.c.chat_id == chat_id, members.c.user_id == user_id)
-                .values(delivered_seq=seq)
-            )
+            read_seq, delivered_seq = member
+            await sql.run(_MEMBER_DELIVERED, (seq, chat_id, user_id))
             receipts += await self._receipts_to_senders(
-                conn, chat_id, user_id, member.delivered_seq, seq, member.read_seq, seq
+                conn, chat_id, user_id, delivered_seq, seq, read_seq, seq
             )
         return receipts
 
@@ -390,15 +353,8 @@ class SqlStore:
         read_seq: int,
         delivered_seq: int,
     ) -> list[Event]:
-        senders = await conn.scalars(
-            select(messages.c.sender_id)
-            .distinct()
-            .where(
-                messages.c.chat_id == chat_id,
-                messages.c.seq > after,
-                messages.c.seq <= up_to,
-                messages.c.sender_id != recipient_id,
-            )
+        senders = await _sql(conn).rows(
+            _SENDERS_BETWEEN, (chat_id, after, up_to, recipient_id)
         )
         body = encode(
             {
@@ -409,7 +365,11 @@ class SqlStore:
             }
         )
         return await self._append(
-            conn, sorted(senders.all()), EventKind.RECEIPT, chat_id, body
+            conn,
+            sorted(sender for (sender,) in senders),
+            EventKind.RECEIPT,
+            chat_id,
+            body,
         )
 
     async def _append(
@@ -432,26 +392,29 @@ class SqlStore:
         if not user_ids:
             return []
 
-        cursors = await conn.execute(_NEXT_CURSORS, {"b_user_ids": list(user_ids)})
+        sql = _sql(conn)
+        cursors = await sql.rows(
+            _NEXT_CURSORS % placeholders(len(user_ids)), list(user_ids)
+        )
         appended = [
             Event(user_id, cursor, kind, body, sent_at_ms)
             for user_id, cursor in cursors
         ]
 
         now = self._clock()
-        await conn.execute(
-            _INSERT_EVENTS,
+        await sql.run_many(
+            _INSERT_EVENT,
             [
-                {
-                    "user_id": event.user_id,
-                    "cursor": event.cursor,
-                    "kind": kind,
-                    "chat_id": chat_id,
-                    "message_seq": message_seq,
-                    "sender_id": sender_id,
-                    "payload": body,
-                    "created_at_ms": now,
-                }
+                (
+                    event.user_id,
+                    event.cursor,
+                    kind,
+                    chat_id,
+                    message_seq,
+                    sender_id,
+                    body,
+                    now,
+                )
                 for event in appended
             ],
         )
@@ -766,20 +729,20 @@ class SqlStore:
         self, conn: AsyncConnection, request: _SendRequest
     ) -> tuple[Message, bool, list[Event]]:
         chat_id, sender_id = request.chat_id, request.sender_id
-        everyone = await _memberships(conn, chat_id)
-        sender = next((m for m in everyone if m.user_id == sender_id), None)
-        if sender is None or not sender.active:
+        sql = _sql(conn)
+        active = await sql.rows(_ACTIVE_MEMBERS, (chat_id,))
+        recipients = [user_id for user_id, _ in active]
+        if sender_id not in recipients:
             raise chat_not_found(chat_id)
-        recipients = [member.user_id for member in everyone if member.active]
 
-        stored = await _message_by_client_id(
-            conn, chat_id, sender_id, request.client_id
+        stored = await sql.row(
+            _MESSAGE_BY_CLIENT_ID, (chat_id, sender_id, request.client_id)
         )
         if stored is not None:
-            return stored, False, []
+            return _message_of(stored), False, []
 
         images = await self._uploaded_images(conn, sender_id, request.media_ids)
-        seq = await conn.scalar(_NEXT_SEQ, {"b_chat_id": chat_id})
+        (seq,) = await sql.row(_NEXT_SEQ, (chat_id,))
         message = Message(
             chat_id,
             int(seq),
@@ -789,8 +752,9 @@ class SqlStore:
             images,
             self._clock(),
         )
-        await self._insert_message(conn, message, request.media_ids)
-        appended = await self._fan_out_message(conn, message, sender, recipients)
+        await self._insert_message(sql, message, request.media_ids)
+        unmuted = [user_id for user_id, muted in active if not muted]
+        appended = await self._fan_out_message(conn, message, recipients, unmuted)
         return message, True, appended
 
     async def _uploaded_images(
@@ -813,51 +777,43 @@ class SqlStore:
         return [found[media_id] for media_id in media_ids]
 
     async def _insert_message(
-        self, conn: AsyncConnection, message: Message, media_ids: list[str]
+        self, sql: Statements, message: Message, media_ids: list[str]
     ) -> None:
-        await conn.execute(
+        images = orjson.dumps(message.images).decode() if message.images else None
+        await sql.run(
             _INSERT_MESSAGE,
-            {
-                "chat_id": message.chat_id,
-                "seq": message.seq,
-                "sender_id": message.sender_id,
-                "client_id": message.client_id,
-                "text": message.text,
-                "images": orjson.dumps(message.images).decode()
-                if message.images
-                else None,
-                "sent_at_ms": message.sent_at_ms,
-            },
+            (
+                message.chat_id,
+                message.seq,
+                message.sender_id,
+                message.client_id,
+                message.text,
+                images,
+                message.sent_at_ms,
+            ),
         )
-        if media_ids:
-            await conn.execute(
-                message_media.insert(),
-                [
-                    {
-                        "chat_id": message.chat_id,
-                        "seq": message.seq,
-                        "position": position,
-                        "media_id": media_id,
-                    }
-                    for position, media_id in enumerate(media_ids)
-                ],
-            )
+        await sql.run_many(
+            _INSERT_MESSAGE_MEDIA,
+            [
+                (message.chat_id, message.seq, position, media_id)
+                for position, media_id in enumerate(media_ids)
+            ],
+        )
 
     async def _fan_out_message(
         self,
         conn: AsyncConnection,
         message: Message,
-        sender: Membership,
         recipients: list[str],
+        unmuted: list[str],
     ) -> list[Event]:
+        """Log the message for every member (``recipients``, the sender among
+        them) and owe a push to the devices of the ``unmuted`` others."""
+        sender_id = message.sender_id
+
         # Sending reads the chat up to the message for its sender.
-        await conn.execute(
-            _SENDER_READ,
-            {
-                "b_chat_id": message.chat_id,
-                "b_user_id": sender.user_id,
-                "b_seq": message.seq,
-            },
+        await _sql(conn).run(
+            _MEMBER_READ, (message.seq, message.seq, message.chat_id, sender_id)
         )
         appended = await self._append(
             conn,
@@ -873,21 +829,19 @@ class SqlStore:
         # The durable promise of a push goes in with the message itself.
         now = self._clock()
         await pushes.queue_notifications(
-            conn,
+            _sql(conn),
             chat_id=message.chat_id,
             seq=message.seq,
-            recipients=[user for user in recipients if user != sender.user_id],
+            recipients=[user for user in unmuted if user != sender_id],
             now_ms=now,
             delay_ms=self._push_delay_ms,
-            is_sqlite=self._is_sqlite,
         )
         await pushes.queue_withdrawals(
-            conn,
-            user_id=sender.user_id,
+            _sql(conn),
+            user_id=sender_id,
             chat_id=message.chat_id,
             read_seq=message.seq,
             now_ms=now,
-            is_sqlite=self._is_sqlite,
         )
         return appended
 
@@ -906,22 +860,19 @@ class SqlStore:
             if member is None:
                 raise chat_not_found(chat_id)
 
-            window = [
-                messages.c.chat_id == chat_id,
-                messages.c.seq > member.joined_after,
-            ]
-            if member.left_at is not None:
-                window.append(messages.c.seq <= member.left_at)
-            query = select(messages).where(*window)
+            # The member's window, then the page asked for within it.
+            low = member.joined_after
+            high = _NO_SEQ if member.left_at is None else member.left_at + 1
             if after is not None:
-                query = query.where(messages.c.seq > after).order_by(messages.c.seq)
+                rows = await _sql(conn).rows(
+                    _PAGE_AFTER, (chat_id, max(low, after), high, limit)
+                )
             else:
                 if before is not None:
-                    query = query.where(messages.c.seq < before)
-                query = query.order_by(messages.c.seq.desc())
-            rows = (await conn.execute(query.limit(limit))).all()
+                    high = min(high, before)
+                rows = await _sql(conn).rows(_PAGE_BEFORE, (chat_id, low, high, limit))
 
-        page = [_message(row) for row in rows]
+        page = [_message_of(row) for row in rows]
         page.sort(key=lambda message: message.seq)
         return page
 
@@ -931,12 +882,11 @@ class SqlStore:
         """Move the member's read position forward; tell devices and senders."""
 
         async def transaction(conn: AsyncConnection):
+            sql = _sql(conn)
             member = await _membership(conn, chat_id, user_id)
             if member is None:
                 raise chat_not_found(chat_id)
-            last_seq = await conn.scalar(
-                select(chats.c.last_seq).where(chats.c.id == chat_id)
-            )
+            (last_seq,) = await sql.row(_LAST_SEQ, (chat_id,))
             target = reads.check_read_target(member, seq, last_seq)
 
             read_seq = reads.advance(member.read_seq, target)
@@ -944,19 +894,14 @@ class SqlStore:
                 return member, last_seq, []
 
             delivered_seq = reads.advance(member.delivered_seq, read_seq)
-            await conn.execute(
-                update(members)
-                .where(members.c.chat_id == chat_id, members.c.user_id == user_id)
-                .values(read_seq=read_seq, delivered_seq=delivered_seq)
-            )
+            await sql.run(_MEMBER_READ, (read_seq, delivered_seq, chat_id, user_id))
             moved = _replace(member, read_seq=read_seq, delivered_seq=delivered_seq)
             await pushes.queue_withdrawals(
-                conn,
+                sql,
                 user_id=user_id,
                 chat_id=chat_id,
                 read_seq=read_seq,
                 now_ms=self._clock(),
-                is_sqlite=self._is_sqlite,
             )
             appended = await self._append(
                 conn,
@@ -1264,6 +1209,7 @@ class _InlineConnection:
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
+        self.statements = SqliteStatements(connection.connection.driver_connection)
 
     async def execute(self, statement, parameters=None):  # noqa: ANN001, ANN201
         return self._connection.execute(statement, parameters)
@@ -1347,7 +1293,7 @@ async def _translated_errors() -> AsyncIterator[None]:
         if _worth_retrying(error):
             raise
         raise _unavailable(error) from None
-    except OSError as error:
+    except (sqlite3.Error, OSError) as error:
         raise _unavailable(error) from None
 
 
@@ -1413,52 +1359,135 @@ def _replace(member: Membership, **changes: int) -> Membership:
 async def _membership(
     conn: AsyncConnection, chat_id: int, user_id: str
 ) -> Membership | None:
-    row = (
-        await conn.execute(
-            select(members).where(
-                members.c.chat_id == chat_id, members.c.user_id == user_id
-            )
-        )
-    ).one_or_none()
-    return None if row is None else _membership_from(row)
-
-
-# The statements of every send, built once: building a statement and its
-# cache key costs more than SQLite takes to run it.
-_MEMBERS_OF_CHAT = select(members).where(members.c.chat_id == bindparam("chat_id"))
-_MESSAGE_BY_CLIENT_ID = select(messages).where(
-    messages.c.chat_id == bindparam("chat_id"),
-    messages.c.sender_id == bindparam("sender_id"),
-    messages.c.client_id == bindparam("client_id"),
-)
-# (Bound names of UPDATEs differ from column names, as SQLAlchemy requires.)
-_NEXT_SEQ = (
-    update(chats)
-    .where(chats.c.id == bindparam("b_chat_id"))
-    .values(last_seq=chats.c.last_seq + 1)
-    .returning(chats.c.last_seq)
-)
-_SENDER_READ = (
-    update(members)
-    .where(
-        members.c.chat_id == bindparam("b_chat_id"),
-        members.c.user_id == bindparam("b_user_id"),
+    row = await _sql(conn).row(_MEMBER, (chat_id, user_id))
+    if row is None:
+        return None
+    role, joined_after, left_at, read_seq, delivered_seq, muted = row
+    return Membership(
+        chat_id,
+        user_id,
+        Role(role),
+        joined_after,
+        left_at,
+        read_seq,
+        delivered_seq,
+        bool(muted),
     )
-    .values(read_seq=bindparam("b_seq"), delivered_seq=bindparam("b_seq"))
+
+
+# The statements of the frequent transactions, as SQL text for the driver
+# (see ``parley.storage.statements``); ``%s`` takes the placeholders of a list.
+_INSERT_USER = (
+    "INSERT INTO users (user_id, last_cursor, delivered_cursor) VALUES (?, 0, 0)"
+    " ON CONFLICT DO NOTHING"
 )
+_INSERT_DEVICE = (
+    "INSERT INTO devices (user_id, device_id, acked_cursor, first_seen_at_ms,"
+    " last_seen_at_ms) VALUES (?, ?, 0, ?, ?) ON CONFLICT DO NOTHING"
+)
+_DEVICE_ACKED = "SELECT acked_cursor FROM devices WHERE user_id = ? AND device_id = ?"
+_DEVICE_ACK = (
+    "UPDATE devices SET acked_cursor = ?"
+    " WHERE user_id = ? AND device_id = ? AND acked_cursor < ?"
+)
+_LAST_CURSOR = "SELECT last_cursor FROM users WHERE user_id = ?"
+_LAST_CURSORS = "SELECT user_id, last_cursor FROM users WHERE user_id IN (%s)"
+_USER_CURSORS = "SELECT last_cursor, delivered_cursor FROM users WHERE user_id = ?"
+_USER_DELIVERED = "UPDATE users SET delivered_cursor = ? WHERE user_id = ?"
 _NEXT_CURSORS = (
-    update(users)
-    .where(users.c.user_id.in_(bindparam("b_user_ids", expanding=True)))
-    .values(last_cursor=users.c.last_cursor + 1)
-    .returning(users.c.user_id, users.c.last_cursor)
+    "UPDATE users SET last_cursor = last_cursor + 1 WHERE user_id IN (%s)"
+    " RETURNING user_id, last_cursor"
 )
-_INSERT_MESSAGE = messages.insert()
-_INSERT_EVENTS = events.insert()
+_INSERT_EVENT = (
+    "INSERT INTO events (user_id, cursor, kind, chat_id, message_seq, sender_id,"
+    " payload, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_EVENTS_AFTER = (
+    "SELECT cursor, kind, payload FROM events WHERE user_id = ? AND cursor > ?"
+    " ORDER BY cursor LIMIT ?"
+)
+_NEWEST_DELIVERED_BY_CHAT = (
+    "SELECT chat_id, max(message_seq) FROM events"
+    " WHERE user_id = ? AND cursor > ? AND cursor <= ? AND kind = ?"
+    " AND sender_id != ? GROUP BY chat_id"
+)
+_MEMBER = (
+    "SELECT role, joined_after, left_at, read_seq, delivered_seq, muted"
+    " FROM members WHERE chat_id = ? AND user_id = ?"
+)
+_MEMBERS = (
+    "SELECT user_id, role, joined_after, left_at, read_seq, delivered_seq, muted"
+    " FROM members WHERE chat_id = ?"
+)
+_ACTIVE_MEMBERS = (
+    "SELECT user_id, muted FROM members WHERE chat_id = ? AND left_at IS NULL"
+)
+_MEMBER_POSITIONS = (
+    "SELECT read_seq, delivered_seq FROM members WHERE chat_id = ? AND user_id = ?"
+)
+_MEMBER_DELIVERED = (
+    "UPDATE members SET delivered_seq = ? WHERE chat_id = ? AND user_id = ?"
+)
+_MEMBER_READ = (
+    "UPDATE members SET read_seq = ?, delivered_seq = ?"
+    " WHERE chat_id = ? AND user_id = ?"
+)
+_LAST_SEQ = "SELECT last_seq FROM chats WHERE id = ?"
+_NEXT_SEQ = "UPDATE chats SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq"
+_MESSAGE_COLUMNS = "chat_id, seq, sender_id, client_id, text, images, sent_at_ms"
+_INSERT_MESSAGE = (
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_MESSAGE_MEDIA = (
+    "INSERT INTO message_media (chat_id, seq, position, media_id) VALUES (?, ?, ?, ?)"
+)
+_MESSAGE_BY_CLIENT_ID = (
+    f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+    " WHERE chat_id = ? AND sender_id = ? AND client_id = ?"
+)
+_PAGE_AFTER = (
+    f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+    " WHERE chat_id = ? AND seq > ? AND seq < ? ORDER BY seq LIMIT ?"
+)
+_PAGE_BEFORE = (
+    f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+    " WHERE chat_id = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+)
+_SENDERS_BETWEEN = (
+    "SELECT DISTINCT sender_id FROM messages"
+    " WHERE chat_id = ? AND seq > ? AND seq <= ? AND sender_id != ?"
+)
+# Above every sequence: the open end of a member's window.
+_NO_SEQ = 2**62
+
+
+def _sql(conn: AsyncConnection | _InlineConnection) -> Statements:
+    """The statements of the transaction (or read) that ``conn`` is in."""
+    if isinstance(conn, _InlineConnection):
+        return conn.statements
+    return DriverStatements(conn)
 
 
 async def _memberships(conn: AsyncConnection, chat_id: int) -> list[Membership]:
-    rows = await conn.execute(_MEMBERS_OF_CHAT, {"chat_id": chat_id})
-    return [_membership_from(row) for row in rows]
+    rows = await _sql(conn).rows(_MEMBERS, (chat_id,))
+    return [
+        Membership(chat_id, user_id, Role(role), after, left, read, delivered, bool(m))
+        for user_id, role, after, left, read, delivered, m in rows
+    ]
+
+
+def _message_of(row: tuple) -> Message:
+    """A message from the columns of ``_MESSAGE_COLUMNS``, in that order."""
+    chat_id, seq, sender_id, client_id, text_, images, sent_at_ms = row
+    return Message(
+        chat_id,
+        seq,
+        sender_id,
+        client_id,
+        text_,
+        orjson.loads(images) if images else [],
+        sent_at_ms,
+    )
 
 
 async def _active_member_ids(conn: AsyncConnection, chat_id: int) -> list[str]:
@@ -1493,18 +1522,6 @@ def _message(row, prefix: str = "") -> Message:  # noqa: ANN001
         images=orjson.loads(images) if images else [],
         sent_at_ms=mapping[prefix + "sent_at_ms"],
     )
-
-
-async def _message_by_client_id(
-    conn: AsyncConnection, chat_id: int, sender_id: str, client_id: str
-) -> Message | None:
-    row = (
-        await conn.execute(
-            _MESSAGE_BY_CLIENT_ID,
-            {"chat_id": chat_id, "sender_id": sender_id, "client_id": client_id},
-        )
-    ).one_or_none()
-    return None if row is None else _message(row)
 
 
 async def _chat_view(
