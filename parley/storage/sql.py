@@ -32,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -159,8 +159,7 @@ class SqlStore:
         self._write_lock = asyncio.Lock()
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
-        self._sends = _Batcher(self._in_one_transaction(self._store_message))
-        self._acks = _Batcher(self._in_one_transaction(self._store_ack))
+        self._writes = _Batcher(self._in_one_transaction(self._store_request))
 
     # -- life cycle -------------------------------------------------------
 
@@ -225,6 +224,13 @@ class SqlStore:
             return await self._transaction(transaction)
 
         return store_all
+
+    async def _store_request(
+        self, conn: AsyncConnection, request: _SendRequest | _AckRequest
+    ) -> object:
+        if isinstance(request, _AckRequest):
+            return await self._store_ack(conn, request)
+        return await self._store_message(conn, request)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -301,7 +307,7 @@ class SqlStore:
         Acknowledgements arrive as often as messages; like sends, those that
         queue during a commit share the next one, each in its own savepoint.
         """
-        return await self._acks.submit(_AckRequest(user_id, device_id, cursor))
+        return await self._writes.submit(_AckRequest(user_id, device_id, cursor))
 
     async def _store_ack(
         self, conn: AsyncConnection, request: _AckRequest
@@ -723,7 +729,7 @@ class SqlStore:
         one fsync) for many messages, and each answered only after it.
         """
         request = _SendRequest(sender_id, chat_id, client_id, text_, media_ids)
-        return await self._sends.submit(request)
+        return await self._writes.submit(request)
 
     async def _store_message(
         self, conn: AsyncConnection, request: _SendRequest
@@ -1237,8 +1243,18 @@ class _InlineEngine:
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[_InlineConnection]:
-        with self._engine.begin() as connection:
+        """A write transaction; its commit waits for the disk in a thread, so
+        the event loop serves devices (and the next batch gathers) meanwhile."""
+        connection = self._engine.connect()
+        transaction = connection.begin()
+        try:
             yield _InlineConnection(connection)
+        except BaseException:
+            with connection:
+                transaction.rollback()
+            raise
+        # Shielded: a caller cancelled meanwhile leaves the commit to finish.
+        await asyncio.shield(asyncio.to_thread(_commit, transaction, connection))
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[_InlineConnection]:
@@ -1247,6 +1263,11 @@ class _InlineEngine:
 
     async def dispose(self) -> None:
         self._engine.dispose()
+
+
+def _commit(transaction: RootTransaction, connection: Connection) -> None:
+    with connection:
+        transaction.commit()
 
 
 def _sqlite_engine(url: str, begin: str) -> Engine:
@@ -1271,7 +1292,7 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
-        conn.exec_driver_sql(begin)
+        conn.connection.driver_connection.execute(begin)
 
     return engine
 
