@@ -73,7 +73,8 @@ class Pusher:
                 asyncio.create_task(self._work_lane(name))
                 for _ in range(self._settings.push_concurrency)
             ]
-        self._tasks.append(asyncio.create_task(self._claim_forever()))
+        if self._services:
+            self._tasks.append(asyncio.create_task(self._claim_forever()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -94,8 +95,6 @@ class Pusher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), _POLL_S)
             self._wake.clear()
-            if not self._services:
-                continue
             try:
                 jobs = await self._store.claim_pushes(_CLAIM_LIMIT, lease_ms)
             except ParleyError:
