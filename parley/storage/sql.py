@@ -75,7 +75,6 @@ from parley.storage.statements import (
     SqliteStatements,
     Statements,
     placeholders,
-    savepoint,
 )
 
 log = logging.getLogger(__name__)
@@ -206,17 +205,19 @@ class SqlStore:
     def _in_one_transaction(
         self, store_one: Callable[[AsyncConnection, R], Awaitable[T]]
     ) -> Callable[[list[R]], Awaitable[list[T | ParleyError]]]:
-        """Store a batch in one transaction, each request in a savepoint of its
-        own, so that a refused one rolls back alone and gets its refusal."""
+        """Store a batch in one transaction; a refused request gets its refusal
+        and the others go on.
+
+        ``store_one`` checks everything before its first write, so a refusal
+        leaves nothing to undo and needs no savepoint of its own.
+        """
 
         async def store_all(requests: list[R]) -> list[T | ParleyError]:
             async def transaction(conn: AsyncConnection):
                 outcomes: list[T | ParleyError] = []
-                statements = _sql(conn)
                 for request in requests:
                     try:
-                        async with savepoint(statements):
-                            outcomes.append(await store_one(conn, request))
+                        outcomes.append(await store_one(conn, request))
                     except ParleyError as refusal:
                         outcomes.append(refusal)
                 return outcomes
@@ -737,7 +738,7 @@ class SqlStore:
         chat_id, sender_id = request.chat_id, request.sender_id
         sql = _sql(conn)
         active = await sql.rows(_ACTIVE_MEMBERS, (chat_id,))
-        recipients = [user_id for user_id, _ in active]
+        recipients = [user_id for user_id, _, _ in active]
         if sender_id not in recipients:
             raise chat_not_found(chat_id)
 
@@ -759,8 +760,15 @@ class SqlStore:
             self._clock(),
         )
         await self._insert_message(sql, message, request.media_ids)
-        unmuted = [user_id for user_id, muted in active if not muted]
-        appended = await self._fan_out_message(conn, message, recipients, unmuted)
+        pushable = {user_id for user_id, _, pushable in active if pushable}
+        notify = [
+            user_id
+            for user_id, muted, pushable in active
+            if pushable and not muted and user_id != sender_id
+        ]
+        appended = await self._fan_out_message(
+            conn, message, recipients, notify, withdraw=sender_id in pushable
+        )
         return message, True, appended
 
     async def _uploaded_images(
@@ -798,23 +806,27 @@ class SqlStore:
                 message.sent_at_ms,
             ),
         )
-        await sql.run_many(
-            _INSERT_MESSAGE_MEDIA,
-            [
-                (message.chat_id, message.seq, position, media_id)
-                for position, media_id in enumerate(media_ids)
-            ],
-        )
+        if media_ids:
+            await sql.run_many(
+                _INSERT_MESSAGE_MEDIA,
+                [
+                    (message.chat_id, message.seq, position, media_id)
+                    for position, media_id in enumerate(media_ids)
+                ],
+            )
 
     async def _fan_out_message(
         self,
         conn: AsyncConnection,
         message: Message,
         recipients: list[str],
-        unmuted: list[str],
+        notify: list[str],
+        *,
+        withdraw: bool,
     ) -> list[Event]:
         """Log the message for every member (``recipients``, the sender among
-        them) and owe a push to the devices of the ``unmuted`` others."""
+        them), owe a push to the devices of ``notify``, and, if the sender has
+        a device push reaches (``withdraw``), take back what it shows."""
         sender_id = message.sender_id
 
         # Sending reads the chat up to the message for its sender.
@@ -838,17 +850,18 @@ class SqlStore:
             _sql(conn),
             chat_id=message.chat_id,
             seq=message.seq,
-            recipients=[user for user in unmuted if user != sender_id],
+            recipients=notify,
             now_ms=now,
             delay_ms=self._push_delay_ms,
         )
-        await pushes.queue_withdrawals(
-            _sql(conn),
-            user_id=sender_id,
-            chat_id=message.chat_id,
-            read_seq=message.seq,
-            now_ms=now,
-        )
+        if withdraw:
+            await pushes.queue_withdrawals(
+                _sql(conn),
+                user_id=sender_id,
+                chat_id=message.chat_id,
+                read_seq=message.seq,
+                now_ms=now,
+            )
         return appended
 
     async def history(
@@ -1440,8 +1453,11 @@ _MEMBERS = (
     "SELECT user_id, role, joined_after, left_at, read_seq, delivered_seq, muted"
     " FROM members WHERE chat_id = ?"
 )
+# Each active member, whether muted, and whether push reaches a device of theirs.
 _ACTIVE_MEMBERS = (
-    "SELECT user_id, muted FROM members WHERE chat_id = ? AND left_at IS NULL"
+    "SELECT m.user_id, m.muted, EXISTS (SELECT 1 FROM devices d"
+    " WHERE d.user_id = m.user_id AND d.push_service IS NOT NULL)"
+    " FROM members m WHERE m.chat_id = ? AND m.left_at IS NULL"
 )
 _MEMBER_POSITIONS = (
     "SELECT read_seq, delivered_seq FROM members WHERE chat_id = ? AND user_id = ?"

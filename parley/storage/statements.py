@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -85,19 +84,6 @@ class DriverStatements:
         batch = [tuple(one) for one in parameters]
         if batch:
             await self._connection.exec_driver_sql(_numbered(sql), batch)
-
-
-@asynccontextmanager
-async def savepoint(statements: Statements) -> AsyncIterator[None]:
-    """Undo what the block wrote if it is refused; the transaction goes on."""
-    await statements.run("SAVEPOINT request")
-    try:
-        yield
-    except Exception:
-        await statements.run("ROLLBACK TO SAVEPOINT request")
-        await statements.run("RELEASE SAVEPOINT request")
-        raise
-    await statements.run("RELEASE SAVEPOINT request")
 
 
 @lru_cache(maxsize=1024)

@@ -71,6 +71,27 @@ async def test_reading_elsewhere_withdraws_a_shown_notification(
     assert await store.claim_pushes(10, lease_ms=30_000) == []
 
 
+async def test_replying_elsewhere_withdraws_a_shown_notification(
+    store: SqlStore, clock: Clock
+):
+    """Shown on the phone, then answered from the laptop: sending reads the
+    chat, so the phone is owed a withdrawal and nothing more."""
+    chat_id = await offline_bob(store)
+    await store.send("alice", chat_id, "m", "hello", [])
+    clock.advance(1000)
+    [job] = await store.claim_pushes(10, lease_ms=30_000)
+    await store.finish_push(job, delivered=True)
+
+    await store.send("bob", chat_id, "r", "hi", [])
+    [withdrawal] = await store.claim_pushes(10, lease_ms=30_000)
+
+    assert (withdrawal.kind, withdrawal.device_id, withdrawal.seq) == (
+        PushKind.WITHDRAW,
+        "phone",
+        1,
+    )
+
+
 async def test_reading_before_the_push_goes_out_cancels_it(
     store: SqlStore, clock: Clock
 ):
