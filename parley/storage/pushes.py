@@ -179,23 +179,32 @@ async def retry(conn: AsyncConnection, job: PushJob, *, due_at_ms: int) -> None:
 
 async def forget_address(conn: AsyncConnection, job: PushJob) -> None:
     """The service says the address is gone: stop pushing to it."""
-    await conn.execute(
-        update(devices)
-        .where(
+    changed = await conn.execute(
+        select(devices.c.device_id).where(
             devices.c.user_id == job.user_id,
             devices.c.device_id == job.device_id,
             devices.c.push_token == job.token,
         )
+    )
+    if changed.first() is not None:
+        await forget_device(conn, job.user_id, job.device_id)
+
+
+async def forget_device(conn: AsyncConnection, user_id: str, device_id: str) -> None:
+    """No push address for the device, and nothing owed or shown on it."""
+    await conn.execute(
+        update(devices)
+        .where(devices.c.user_id == user_id, devices.c.device_id == device_id)
         .values(push_service=None, push_token=None, push_p256dh=None, push_auth=None)
     )
     await conn.execute(
         delete(push_jobs).where(
-            push_jobs.c.user_id == job.user_id, push_jobs.c.device_id == job.device_id
+            push_jobs.c.user_id == user_id, push_jobs.c.device_id == device_id
         )
     )
     await conn.execute(
         delete(push_shown).where(
-            push_shown.c.user_id == job.user_id, push_shown.c.device_id == job.device_id
+            push_shown.c.user_id == user_id, push_shown.c.device_id == device_id
         )
     )
 

@@ -11,6 +11,7 @@ and commit in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +24,6 @@ from sqlalchemy import (
     and_,
     case,
     create_engine,
-    delete,
     event,
     func,
     or_,
@@ -66,7 +66,6 @@ from parley.storage.schema import (
     members,
     message_media,
     messages,
-    push_jobs,
     user_chats,
     users,
 )
@@ -227,11 +226,15 @@ class SqlStore:
         return store_all
 
     async def _store_request(
-        self, conn: AsyncConnection, request: _SendRequest | _AckRequest
+        self,
+        conn: AsyncConnection,
+        request: _SendRequest | _AckRequest | _ConnectRequest,
     ) -> object:
+        if isinstance(request, _SendRequest):
+            return await self._store_message(conn, request)
         if isinstance(request, _AckRequest):
             return await self._store_ack(conn, request)
-        return await self._store_message(conn, request)
+        return await self._store_connect(conn, request)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -242,17 +245,23 @@ class SqlStore:
     # -- devices and the event log ----------------------------------------
 
     async def connect_device(self, user_id: str, device_id: str) -> int:
-        """Record the device and return the cursor it last acknowledged."""
+        """Record the device and return the cursor it last acknowledged.
+
+        Devices reconnect in crowds (after a node restarts): their records
+        share commits with sends and acknowledgements.
+        """
+        return await self._writes.submit(_ConnectRequest(user_id, device_id))
+
+    async def _store_connect(
+        self, conn: AsyncConnection, request: _ConnectRequest
+    ) -> int:
+        user_id, device_id = request
         now = self._clock()
-
-        async def transaction(conn: AsyncConnection):
-            sql = _sql(conn)
-            await sql.run(_INSERT_USER, (user_id,))
-            await sql.run(_INSERT_DEVICE, (user_id, device_id, now, now))
-            row = await sql.row(_DEVICE_ACKED, (user_id, device_id))
-            return int(row[0]) if row else 0
-
-        return await self._transaction(transaction)
+        sql = _sql(conn)
+        await sql.run(_INSERT_USER, (user_id,))
+        await sql.run(_INSERT_DEVICE, (user_id, device_id, now, now))
+        row = await sql.row(_DEVICE_ACKED, (user_id, device_id))
+        return int(row[0]) if row else 0
 
     async def record_last_seen(self, user_id: str, device_id: str | None) -> int:
         now = self._clock()
@@ -306,7 +315,7 @@ class SqlStore:
         """A device has everything up to ``cursor``: record delivery receipts.
 
         Acknowledgements arrive as often as messages; like sends, those that
-        queue during a commit share the next one, each in its own savepoint.
+        queue during a commit share the next one.
         """
         return await self._writes.submit(_AckRequest(user_id, device_id, cursor))
 
@@ -726,8 +735,8 @@ class SqlStore:
         """Store a message; a known client id gives back the stored one.
 
         Sends that arrive while a commit is under way are stored together in
-        the next transaction, each in a savepoint of its own: one commit (and
-        one fsync) for many messages, and each answered only after it.
+        the next transaction: one commit (and one fsync) for many messages,
+        and each answered only after it.
         """
         request = _SendRequest(sender_id, chat_id, client_id, text_, media_ids)
         return await self._writes.submit(request)
@@ -1051,35 +1060,26 @@ class SqlStore:
             )
             if address is not None:
                 # A token reaches one app install: whoever registered it
-                # before (another account, an earlier install) loses it.
-                await conn.execute(
-                    update(devices)
-                    .where(
+                # before (another account, an earlier install) loses it, and
+                # what it was still owed.
+                holders = await conn.execute(
+                    select(devices.c.user_id, devices.c.device_id).where(
                         devices.c.push_token == address.token,
                         ~and_(
                             devices.c.user_id == user_id,
                             devices.c.device_id == device_id,
                         ),
                     )
-                    .values(
-                        push_service=None,
-                        push_token=None,
-                        push_p256dh=None,
-                        push_auth=None,
-                    )
                 )
+                for holder in holders.all():
+                    await pushes.forget_device(conn, *holder)
             await conn.execute(
                 update(devices)
                 .where(devices.c.user_id == user_id, devices.c.device_id == device_id)
                 .values(**values)
             )
             if address is None:
-                await conn.execute(
-                    delete(push_jobs).where(
-                        push_jobs.c.user_id == user_id,
-                        push_jobs.c.device_id == device_id,
-                    )
-                )
+                await pushes.forget_device(conn, user_id, device_id)
 
         await self._transaction(transaction)
 
@@ -1131,26 +1131,10 @@ class SqlStore:
         with ``user_id``: in a large group, presence is not announced to all,
         or a thousand members coming online would make a million frames."""
         async with self._read() as conn:
-            chat_ids = await conn.scalars(
-                select(user_chats.c.chat_id).where(user_chats.c.user_id == user_id)
+            rows = await _sql(conn).rows(
+                _CONTACTS, (user_id, max_chat_members, user_id)
             )
-            rows = await conn.execute(
-                select(members.c.chat_id, members.c.user_id).where(
-                    members.c.chat_id.in_(list(chat_ids.all())),
-                    members.c.left_at.is_(None),
-                )
-            )
-        by_chat: dict[int, set[str]] = {}
-        for chat_id, member_id in rows:
-            by_chat.setdefault(chat_id, set()).add(member_id)
-        shared = set().union(
-            *(
-                ids
-                for ids in by_chat.values()
-                if user_id in ids and len(ids) <= max_chat_members
-            )
-        )
-        return sorted(shared - {user_id})
+        return [contact for (contact,) in rows]
 
 
 # -- helpers shared by the transactions -------------------------------------
@@ -1169,6 +1153,11 @@ class _AckRequest(NamedTuple):
     user_id: str
     device_id: str
     cursor: int
+
+
+class _ConnectRequest(NamedTuple):
+    user_id: str
+    device_id: str
 
 
 _MAX_BATCH = 256
@@ -1253,29 +1242,62 @@ class _InlineEngine:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._reading: Connection | None = None
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[_InlineConnection]:
         """A write transaction; its commit waits for the disk in a thread, so
         the event loop serves devices (and the next batch gathers) meanwhile."""
         connection = self._engine.connect()
-        transaction = connection.begin()
+        try:
+            transaction = connection.begin()
+        except BaseException:
+            connection.close()
+            raise
         try:
             yield _InlineConnection(connection)
         except BaseException:
             with connection:
                 transaction.rollback()
             raise
-        # Shielded: a caller cancelled meanwhile leaves the commit to finish.
-        await asyncio.shield(asyncio.to_thread(_commit, transaction, connection))
+
+        commit = asyncio.ensure_future(
+            asyncio.to_thread(_commit, transaction, connection)
+        )
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            # The caller holds the write lock: it lets go only once the
+            # commit has ended and the connection is back in the pool.
+            await _outlast(commit)
+            raise
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[_InlineConnection]:
-        with self._engine.connect() as connection:
-            yield _InlineConnection(connection)
+        """A read, on one connection kept open from read to read: checking a
+        connection out of the pool costs more than most reads."""
+        if self._reading is None:
+            self._reading = self._engine.connect()
+        try:
+            yield _InlineConnection(self._reading)
+        finally:
+            # Ends the snapshot of a read that began a transaction.
+            self._reading.rollback()
 
     async def dispose(self) -> None:
+        if self._reading is not None:
+            self._reading.close()
+            self._reading = None
         self._engine.dispose()
+
+
+async def _outlast(task: asyncio.Future) -> None:
+    """Wait for ``task`` to end, through any number of cancellations."""
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("commit of a cancelled request failed: %s", task.exception())
 
 
 def _commit(transaction: RootTransaction, connection: Connection) -> None:
@@ -1297,10 +1319,11 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
         # Let SQLAlchemy, not the driver, decide where transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # Wait for another process's write first, even to set the journal.
+        cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=5000")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -1493,6 +1516,16 @@ _PAGE_BEFORE = (
 _SENDERS_BETWEEN = (
     "SELECT DISTINCT sender_id FROM messages"
     " WHERE chat_id = ? AND seq > ? AND seq <= ? AND sender_id != ?"
+)
+# The other active members of the user's active chats of at most ? members.
+_CONTACTS = (
+    "SELECT DISTINCT m.user_id FROM members m WHERE m.chat_id IN ("
+    " SELECT mine.chat_id FROM user_chats uc JOIN members mine"
+    " ON mine.chat_id = uc.chat_id AND mine.user_id = uc.user_id"
+    " WHERE uc.user_id = ? AND mine.left_at IS NULL"
+    " AND (SELECT count(*) FROM members c"
+    " WHERE c.chat_id = mine.chat_id AND c.left_at IS NULL) <= ?)"
+    " AND m.left_at IS NULL AND m.user_id != ? ORDER BY m.user_id"
 )
 # Above every sequence: the open end of a member's window.
 _NO_SEQ = 2**62

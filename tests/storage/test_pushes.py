@@ -92,6 +92,22 @@ async def test_replying_elsewhere_withdraws_a_shown_notification(
     )
 
 
+async def test_a_taken_token_takes_along_what_the_device_was_owed(
+    store: SqlStore, clock: Clock
+):
+    """Bob's phone loses its token to another install, bob answers from his
+    laptop, then the phone registers again: the chat is read, so nothing is
+    pushed for it."""
+    chat_id = await offline_bob(store)
+    await store.send("alice", chat_id, "m", "hello", [])
+    await store.set_push_address("carol", "tablet", PHONE)
+    await store.send("bob", chat_id, "r", "hi", [])
+    await store.set_push_address("bob", "phone", PushAddress("apns", "cd" * 32))
+    clock.advance(1000)
+
+    assert await store.claim_pushes(10, lease_ms=30_000) == []
+
+
 async def test_reading_before_the_push_goes_out_cancels_it(
     store: SqlStore, clock: Clock
 ):
