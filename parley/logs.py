@@ -52,8 +52,10 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    # Access logs would carry query strings, and so tokens of browsers.
+    # Access logs would carry query strings, and so tokens of browsers; so
+    # would uvicorn's line per WebSocket handshake, one per connecting device.
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("uvicorn.error").addFilter(_no_handshake_lines)
     # Alembic narrates its plugins at INFO; the CLI reports the schema itself.
     # SQLAlchemy and aiosqlite would log statements with their parameters,
     # which hold message text, even at DEBUG: keep them to warnings.
@@ -70,3 +72,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         "urllib3",
     ):
         logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
+
+
+def _no_handshake_lines(record: logging.LogRecord) -> bool:
+    return '"WebSocket %s"' not in str(record.msg)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 import uuid
@@ -189,6 +190,8 @@ class Connection:
     async def _catch_up(self) -> None:
         store = self.messenger.store
         while True:
+            # The deadline is for the socket: a slow read is the store's.
+            self._deadline.reschedule(None)
             page = await store.events_after(
                 self.identity.user_id,
                 self.sent_cursor,
@@ -227,6 +230,10 @@ class Gateway:
         self.verifier = verifier
         self._by_user: defaultdict[str, dict[str, Connection]] = defaultdict(dict)
         self._listening: dict[str, asyncio.Future[None]] = {}
+        # Connection ids: unique across nodes and restarts, without a random
+        # draw per connection.
+        self._node_id = uuid.uuid4().hex[:12]
+        self._counter = itertools.count(1)
         messenger.fanout.listen(self.deliver)
         messenger.fanout.on_resync(self.resync)
 
@@ -329,7 +336,7 @@ class Gateway:
         self, websocket: WebSocket, identity: Identity, hello: Hello
     ) -> Connection:
         # The device in the id lets presence tell which devices are live.
-        connection_id = f"{identity.device_id}/{uuid.uuid4().hex}"
+        connection_id = f"{identity.device_id}/{self._node_id}-{next(self._counter)}"
         connection = Connection(
             websocket, identity, connection_id, self.messenger, hello.cursor or 0
         )
@@ -369,7 +376,7 @@ class Gateway:
                 }
             ).decode()
         )
-        log.info(
+        log.debug(
             "device connected", user_id=identity.user_id, device_id=identity.device_id
         )
 
@@ -400,7 +407,7 @@ class Gateway:
             await self.messenger.device_disconnected(identity, connection.connection_id)
         except ParleyError:
             log.warning("last seen not recorded", user_id=identity.user_id)
-        log.info(
+        log.debug(
             "device disconnected",
             user_id=identity.user_id,
             device_id=identity.device_id,
