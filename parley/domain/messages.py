@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import orjson
 
@@ -15,8 +16,13 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _MEDIA_ID = re.compile(r"[0-9a-f]{64}")
 
 
+@lru_cache(maxsize=256)
 def iso_time(ms: int | None) -> str | None:
-    """A server time as ISO 8601 in UTC with its offset, to the millisecond."""
+    """A server time as ISO 8601 in UTC with its offset, to the millisecond.
+
+    Cached: a message's time is written once for its sender's answer and
+    once for its recipients, and messages of one millisecond share it.
+    """
     if ms is None:
         return None
     moment = datetime.fromtimestamp(ms / 1000, tz=UTC)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,8 +77,8 @@ class Messenger:
         presence.on_expired(self.presence_expired)
 
     async def _notify(self, events: list[Event]) -> None:
-        for event in events:
-            metrics.EVENTS_APPENDED.labels(event.kind).inc()
+        for kind, count in Counter(event.kind for event in events).items():
+            metrics.EVENTS_APPENDED.labels(kind).inc(count)
         await self.fanout.publish_events(events)
 
     # -- chats ------------------------------------------------------------
