@@ -150,6 +150,14 @@ class BenchDevice:
 
     def _on_text(self, payload: bytes) -> None:
         frame = orjson.loads(payload)
+        if frame.get("type") == "events":
+            self.frames["events"] = self.frames.get("events", 0) + 1
+            for event in frame["events"]:
+                self._on_frame(event)
+        else:
+            self._on_frame(frame)
+
+    def _on_frame(self, frame: dict) -> None:
         kind = frame.get("type")
         self.frames[kind] = self.frames.get(kind, 0) + 1
 

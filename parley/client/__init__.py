@@ -273,6 +273,10 @@ class Device:
                     )
 
     def _on_frame(self, frame: dict) -> None:
+        if frame.get("type") == "events":
+            for event in frame["events"]:
+                self._on_frame(event)
+            return
         ref = frame.get("ref")
         if ref is not None and ref in self._replies:
             self._replies.pop(ref).set_result(frame)

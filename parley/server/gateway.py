@@ -3,7 +3,8 @@
 A connection starts with a ``hello`` frame that carries the device's cursor
 (and its token, when the upgrade request had none). The gateway then sends
 everything in the user's log after that cursor, from the store, and after a
-``synced`` frame goes on with live events as the fan-out hints at them. Frames
+``synced`` frame goes on with live events as the fan-out hints at them. What
+comes from the store goes many events to an ``events`` frame. Frames
 are written in cursor order by one writer task at a time, which exists only
 while the connection has frames to write: an event that would leave a gap
 sends the writer back to the store, so nothing is lost or doubled.
@@ -21,6 +22,7 @@ import json
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Iterator
 
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -188,18 +190,21 @@ class Connection:
             await self._catch_up()
 
     async def _catch_up(self) -> None:
+        """Send the log after ``sent_cursor`` from the store, many events to a
+        frame: a device back from a day offline takes a few frames, not
+        hundreds."""
         store = self.messenger.store
+        settings = self.messenger.settings
         while True:
             # The deadline is for the socket: a slow read is the store's.
             self._deadline.reschedule(None)
             page = await store.events_after(
-                self.identity.user_id,
-                self.sent_cursor,
-                self.messenger.settings.catch_up_page,
+                self.identity.user_id, self.sent_cursor, settings.catch_up_page
             )
-            for event in page:
-                await self._write_event(event)
-            if len(page) < self.messenger.settings.catch_up_page:
+            for frame, last_cursor in _batches(page, settings.max_frame_bytes):
+                await self._write(frame)
+                self.sent_cursor = last_cursor
+            if len(page) < settings.catch_up_page:
                 return
 
     async def _write_event(self, event: Event) -> None:
@@ -460,6 +465,28 @@ class Gateway:
             case Hello():
                 raise BadRequest("hello_repeated", "Hello is sent once, first.")
         raise BadRequest("unknown_frame_type", "Unknown frame type.")
+
+
+_BATCH_HEAD = b'{"type":"events","events":['
+_BATCH_TAIL = b"]}"
+
+
+def _batches(events: list[Event], max_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """``events`` frames of at most ``max_bytes`` (an event alone is never
+    split), each with the cursor of its last event."""
+    framed: list[bytes] = []
+    size = len(_BATCH_HEAD) + len(_BATCH_TAIL)
+    last_cursor = 0
+    for event in events:
+        frame = event.frame()
+        if framed and size + len(frame) + 1 > max_bytes:
+            yield _BATCH_HEAD + b",".join(framed) + _BATCH_TAIL, last_cursor
+            framed, size = [], len(_BATCH_HEAD) + len(_BATCH_TAIL)
+        framed.append(frame)
+        size += len(frame) + 1
+        last_cursor = event.cursor
+    if framed:
+        yield _BATCH_HEAD + b",".join(framed) + _BATCH_TAIL, last_cursor
 
 
 async def _receive_text(websocket: WebSocket) -> str | bytes:

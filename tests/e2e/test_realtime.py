@@ -46,6 +46,38 @@ async def test_a_cut_connection_gets_exactly_what_it_missed_on_reconnect(
     assert cursors == sorted(set(cursors))
 
 
+async def test_a_long_catch_up_comes_many_events_to_a_frame_within_the_limit(
+    people: People,
+):
+    """Sixty long messages missed: a few ``events`` frames, none over 64 KiB,
+    their events in cursor order with nothing skipped, then ``synced``."""
+    bob, alice = people.client("bob"), people.client("alice", "phone")
+    chat = await bob.open_private_chat(people.id("alice"))
+    for number in range(60):
+        await bob.send(chat["id"], f"{number:02d} " + "long line " * 190)
+    url = alice.base_url.replace("http", "ws") + "/v1/ws"
+
+    frames = []
+    async with websockets.connect(url, max_size=65_536) as live:
+        await live.send(
+            json.dumps({"type": "hello", "token": alice.token, "cursor": 0})
+        )
+        while not frames or frames[-1][1]["type"] != "synced":
+            raw = await asyncio.wait_for(live.recv(), DELIVERY_S)
+            frames.append((len(raw.encode()), json.loads(raw)))
+
+    batches = [frame for _, frame in frames if frame["type"] == "events"]
+    events = [event for batch in batches for event in batch["events"]]
+    texts = [
+        event["message"]["text"][:2] for event in events if event["type"] == "message"
+    ]
+    assert 2 <= len(batches) <= 6
+    assert max(size for size, _ in frames) <= 65_536
+    assert [event["cursor"] for event in events] == list(range(1, len(events) + 1))
+    assert texts == [f"{number:02d}" for number in range(60)]
+    assert frames[-1][1] == {"type": "synced", "cursor": len(events)}
+
+
 async def test_a_device_without_a_cursor_resumes_from_what_it_acknowledged(
     people: People,
 ):
