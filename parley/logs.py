@@ -53,9 +53,11 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         cache_logger_on_first_use=True,
     )
     # Access logs would carry query strings, and so tokens of browsers; so
-    # would uvicorn's line per WebSocket handshake, one per connecting device.
+    # would uvicorn's lines per WebSocket, two per connecting device, which
+    # cost more to write than the connection. Its warnings and errors stay;
+    # "node started" says where the node listens.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("uvicorn.error").addFilter(_no_handshake_lines)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     # Alembic narrates its plugins at INFO; the CLI reports the schema itself.
     # SQLAlchemy and aiosqlite would log statements with their parameters,
     # which hold message text, even at DEBUG: keep them to warnings.
@@ -72,7 +74,3 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         "urllib3",
     ):
         logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
-
-
-def _no_handshake_lines(record: logging.LogRecord) -> bool:
-    return '"WebSocket %s"' not in str(record.msg)

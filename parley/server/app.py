@@ -70,6 +70,7 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> FastAPI:
             )
         log.info(
             "node started",
+            address=f"http://{settings.host}:{settings.port}",
             version=__version__,
             database=_engine_name(settings),
             fanout=type(fanout).__name__,
