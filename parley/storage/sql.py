@@ -228,13 +228,15 @@ class SqlStore:
     async def _store_request(
         self,
         conn: AsyncConnection,
-        request: _SendRequest | _AckRequest | _ConnectRequest,
+        request: _SendRequest | _AckRequest | _ConnectRequest | _LastSeenRequest,
     ) -> object:
         if isinstance(request, _SendRequest):
             return await self._store_message(conn, request)
         if isinstance(request, _AckRequest):
             return await self._store_ack(conn, request)
-        return await self._store_connect(conn, request)
+        if isinstance(request, _ConnectRequest):
+            return await self._store_connect(conn, request)
+        return await self._store_last_seen(conn, request)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -264,25 +266,22 @@ class SqlStore:
         return int(row[0]) if row else 0
 
     async def record_last_seen(self, user_id: str, device_id: str | None) -> int:
+        """The user (and the device, if known) was last seen now; returns when.
+
+        Devices leave in crowds too (a node drained): these share commits.
+        """
+        return await self._writes.submit(_LastSeenRequest(user_id, device_id))
+
+    async def _store_last_seen(
+        self, conn: AsyncConnection, request: _LastSeenRequest
+    ) -> int:
+        user_id, device_id = request
         now = self._clock()
-
-        async def transaction(conn: AsyncConnection):
-            await conn.execute(
-                update(users)
-                .where(users.c.user_id == user_id)
-                .values(last_seen_at_ms=now)
-            )
-            if device_id is not None:
-                await conn.execute(
-                    update(devices)
-                    .where(
-                        devices.c.user_id == user_id, devices.c.device_id == device_id
-                    )
-                    .values(last_seen_at_ms=now)
-                )
-            return now
-
-        return await self._transaction(transaction)
+        sql = _sql(conn)
+        await sql.run(_USER_LAST_SEEN, (now, user_id))
+        if device_id is not None:
+            await sql.run(_DEVICE_LAST_SEEN, (now, user_id, device_id))
+        return now
 
     async def last_seen(self, user_id: str) -> int | None:
         async with self._read() as conn:
@@ -1160,6 +1159,11 @@ class _ConnectRequest(NamedTuple):
     device_id: str
 
 
+class _LastSeenRequest(NamedTuple):
+    user_id: str
+    device_id: str | None
+
+
 _MAX_BATCH = 256
 
 
@@ -1441,6 +1445,10 @@ _INSERT_USER = (
 _INSERT_DEVICE = (
     "INSERT INTO devices (user_id, device_id, acked_cursor, first_seen_at_ms,"
     " last_seen_at_ms) VALUES (?, ?, 0, ?, ?) ON CONFLICT DO NOTHING"
+)
+_USER_LAST_SEEN = "UPDATE users SET last_seen_at_ms = ? WHERE user_id = ?"
+_DEVICE_LAST_SEEN = (
+    "UPDATE devices SET last_seen_at_ms = ? WHERE user_id = ? AND device_id = ?"
 )
 _DEVICE_ACKED = "SELECT acked_cursor FROM devices WHERE user_id = ? AND device_id = ?"
 _DEVICE_ACK = (
