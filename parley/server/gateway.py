@@ -368,7 +368,13 @@ class Gateway:
         )
         if hello.cursor is None:
             connection.sent_cursor = acked
-        await asyncio.shield(self._listening[identity.user_id])
+        listening = self._listening.get(identity.user_id)
+        if listening is not None:
+            await asyncio.shield(listening)
+            # Subscribed: later devices of the user need not wait, and an idle
+            # user keeps no finished task.
+            if self._listening.get(identity.user_id) is listening:
+                del self._listening[identity.user_id]
 
         await connection.websocket.send_text(
             encode(
