@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
+
 from parley.errors import NotFound, ParleyError
 from parley.storage.sql import SqlStore
 
@@ -79,3 +81,29 @@ async def test_presence_goes_to_private_chats_and_small_groups_only(store: SqlSt
 
     assert await store.contacts("alice", max_chat_members=64) == ["bob", "carol"]
     assert len(await store.contacts("alice", max_chat_members=100)) == 72
+
+
+async def test_replying_reads_the_chat_for_every_device_and_tells_the_sender(
+    store: SqlStore,
+):
+    """Frank answers alice's two messages: his devices learn the chat is read
+    (unread 0), and alice gets a receipt that frank read them."""
+    view, _ = await store.open_private_chat("alice", "frank")
+    chat_id = view.chat_id
+    await store.send("alice", chat_id, "a1", "one", [])
+    await store.send("alice", chat_id, "a2", "two", [])
+    frank_before = await store.last_cursor("frank")
+    alice_before = await store.last_cursor("alice")
+
+    await store.send("frank", chat_id, "f1", "both seen", [])
+    await store.send("frank", chat_id, "f2", "and more", [])
+
+    frank_events = await store.events_after("frank", frank_before, 100)
+    alice_events = await store.events_after("alice", alice_before, 100)
+    reads = [orjson.loads(e.body) for e in frank_events if e.kind == "read"]
+    receipts = [orjson.loads(e.body) for e in alice_events if e.kind == "receipt"]
+    assert reads == [{"chat_id": chat_id, "read_seq": 3, "unread_count": 0}]
+    assert receipts == [
+        {"chat_id": chat_id, "user_id": "frank", "delivered_seq": 3, "read_seq": 3}
+    ]
+    assert (await store.chat("frank", chat_id)).unread_count == 0
