@@ -1269,13 +1269,19 @@ class _InlineEngine:
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[_InlineConnection]:
-        """A write transaction; its commit waits for the disk in a thread, so
-        the event loop serves devices (and the next batch gathers) meanwhile."""
-        connection = self._engine.connect()
+        """A write transaction. Taking the write lock (which may wait for
+        another process's write) and the commit (which waits for the disk)
+        run in a worker thread, so the event loop serves devices meanwhile;
+        the statements between them run inline."""
+        opening = asyncio.ensure_future(asyncio.to_thread(_begin, self._engine))
         try:
-            transaction = connection.begin()
-        except BaseException:
-            connection.close()
+            connection, transaction = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            await _outlast(opening)
+            if not opening.cancelled() and opening.exception() is None:
+                connection, transaction = opening.result()
+                with connection:
+                    transaction.rollback()
             raise
         try:
             yield _InlineConnection(connection)
@@ -1320,7 +1326,16 @@ async def _outlast(task: asyncio.Future) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait({task})
     if not task.cancelled() and task.exception() is not None:
-        log.warning("commit of a cancelled request failed: %s", task.exception())
+        log.warning("storage work of a cancelled request failed: %s", task.exception())
+
+
+def _begin(engine: Engine) -> tuple[Connection, RootTransaction]:
+    connection = engine.connect()
+    try:
+        return connection, connection.begin()
+    except BaseException:
+        connection.close()
+        raise
 
 
 def _commit(transaction: RootTransaction, connection: Connection) -> None:

@@ -30,19 +30,31 @@ async def sqlite_store(tmp_path: Path, clock: Clock) -> AsyncIterator[SqlStore]:
 async def test_a_write_refused_behind_another_process_leaves_the_writer_usable(
     sqlite_store: SqlStore, tmp_path: Path
 ):
-    """BEGIN IMMEDIATE times out (5 s) behind another process's write; the
-    next write, once the file is free, goes through at once."""
+    """BEGIN IMMEDIATE times out (5 s) behind another process's write while
+    the event loop goes on; the next write, once the file is free, goes
+    through at once."""
     await sqlite_store.open_private_chat("alice", "carol")
     other = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.1)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
     with pytest.raises(Unavailable):
         await sqlite_store.open_private_chat("alice", "bob")
+    ticker.cancel()
     other.execute("ROLLBACK")
     other.close()
 
     started = time.monotonic()
     view, _ = await sqlite_store.open_private_chat("alice", "bob")
 
+    assert ticks >= 30
     assert view.chat_id > 0
     assert time.monotonic() - started < 2
 
