@@ -118,11 +118,22 @@ def create_node(settings: Settings, clock: Clock = wall_clock_ms) -> ASGIApp:
 
     async def node(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == WEBSOCKET_PATH:
-            await api.state.gateway.serve(WebSocket(scope, receive, send))
+            websocket = WebSocket(scope, receive, send)
+            await api.state.gateway.serve(websocket, _transport_of(send))
         else:
             await http(scope, receive, send)
 
     return node
+
+
+def _transport_of(send: Send) -> asyncio.BaseTransport | None:
+    """The socket under an ASGI connection, to drop it when the peer reads
+    nothing: a close handshake cannot get through a full buffer, and ASGI
+    has no way to abort. Uvicorn's ``send`` is a method of its protocol,
+    which holds the transport; under another server this finds none and a
+    stuck socket waits for the operating system's keepalive."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    return transport if callable(getattr(transport, "abort", None)) else None
 
 
 class BodyLimit:

@@ -43,6 +43,7 @@ _CLOSE_TIMEOUT_S = 2.0
 _RECONCILE_CHUNK = 500
 
 CLOSE_NORMAL = 1000
+CLOSE_GONE = 1006
 CLOSE_RESTART = 1012
 CLOSE_TOO_SLOW = 4008
 CLOSE_REPLACED = 4009
@@ -75,6 +76,7 @@ class Connection:
         "_writer",
         "_started",
         "_deadline",
+        "transport",
     )
 
     def __init__(
@@ -97,6 +99,9 @@ class Connection:
         self.receiving = False
         self._started = False
         self._deadline: asyncio.Timeout | None = None
+        # What can drop the socket when a close cannot get through: see
+        # ``serve``.
+        self.transport: asyncio.BaseTransport | None = None
 
     def start(self) -> None:
         """Begin writing, after ``welcome``: the catch-up first, then what queued."""
@@ -136,12 +141,16 @@ class Connection:
         asyncio.create_task(self._close_socket(code, reason))
 
     async def _close_socket(self, code: int, reason: str) -> None:
-        """Close; a peer that reads nothing cannot take the close handshake,
-        so after a while the reading handler is cancelled and cleans up."""
-        with contextlib.suppress(TimeoutError):
+        """Close; a peer that reads nothing cannot take the close handshake
+        (nor the socket its buffered frames), so after a while the socket is
+        dropped and the reading handler cancelled, which cleans up."""
+        try:
             await asyncio.wait_for(
                 _close_quietly(self.websocket, code, reason), _CLOSE_TIMEOUT_S
             )
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
         if self.receiving and self.handler is not None and not self.handler.done():
             self.handler.cancel()
 
@@ -158,8 +167,12 @@ class Connection:
                 while self._pending and self.closed is None:
                     await self._write_item(self._pending.popleft())
             self._pending = None
-        except (WebSocketDisconnect, TimeoutError, OSError, RuntimeError):
+        except TimeoutError:
             self.cut(CLOSE_TOO_SLOW, "too_slow")
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            # The device went away; its reading handler cleans up.
+            self.closed = self.closed or (CLOSE_GONE, "gone")
+            self._pending = None
         except ParleyError:
             self.cut(1011, "storage_unavailable")
         except Exception as error:  # noqa: BLE001 - logged, and the device reconnects
@@ -286,7 +299,11 @@ class Gateway:
             for connection in list(devices.values()):
                 connection.cut(CLOSE_RESTART, "draining")
 
-    async def serve(self, websocket: WebSocket) -> None:
+    async def serve(
+        self, websocket: WebSocket, transport: asyncio.BaseTransport | None = None
+    ) -> None:
+        """Run one device's connection; ``transport``, when the server can
+        give it, lets a connection whose peer reads nothing be dropped."""
         await websocket.accept()
         try:
             identity, hello = await self._greet(websocket)
@@ -298,6 +315,7 @@ class Gateway:
             return
 
         connection = self._register(websocket, identity, hello)
+        connection.transport = transport
         try:
             await self._open(connection, hello)
             await self._run(connection)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 
+import psutil
 import pytest
 import websockets
 
@@ -363,14 +364,45 @@ async def test_a_client_too_slow_to_read_is_cut_off(impatient_server: ServerProc
                 metrics = (await alice._http.get("/metrics")).text
                 if 'parley_connections_cut_total{reason="too_slow"}' in metrics:
                     break
-    # Cut off, bob must not stay online: his socket never took the close.
+    # Cut off, bob must not stay online: his socket never took the close;
+    # nor may the server keep that socket, and its full buffers, open.
     async with asyncio.timeout(10):
         while (await alice.presence("bob"))["online"]:
+            await asyncio.sleep(0.2)
+    async with asyncio.timeout(10):
+        while _server_holds(server, raw.getsockname()[1]):
             await asyncio.sleep(0.2)
     raw.close()
     await alice.close()
 
     assert 'parley_connections_cut_total{reason="too_slow"}' in metrics
+
+
+async def test_a_device_that_leaves_during_its_catch_up_is_not_counted_too_slow(
+    people: People,
+):
+    """Bob's phone says hello with a long backlog and closes at once: the
+    server stops writing to it quietly; nothing is cut for being slow."""
+    alice, bob = people.client("alice"), people.client("bob", "phone")
+    chat = await alice.open_private_chat(people.id("bob"))
+    for number in range(150):
+        await alice.send(chat["id"], f"{number} " + "\U0001f600" * 1990)
+    url = bob.base_url.replace("http", "ws") + "/v1/ws"
+
+    for _ in range(3):
+        async with websockets.connect(url, max_size=None) as live:
+            await live.send(json.dumps({"type": "hello", "token": bob.token}))
+            await live.recv()
+    await asyncio.sleep(1)
+    metrics = (await alice._http.get("/metrics")).text
+
+    assert 'parley_connections_cut_total{reason="too_slow"}' not in metrics
+
+
+def _server_holds(server: ServerProcess, client_port: int) -> bool:
+    """Whether the server process still has a connection from ``client_port``."""
+    connections = psutil.Process(server.process.pid).net_connections(kind="tcp")
+    return any(c.raddr and c.raddr.port == client_port for c in connections)
 
 
 async def test_a_replaced_connection_ends_its_event_stream(people: People):
