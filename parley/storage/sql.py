@@ -17,7 +17,8 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from functools import partial
+from typing import TypeVar
 
 import orjson
 from sqlalchemy import (
@@ -80,7 +81,6 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +157,7 @@ class SqlStore:
         self._write_lock = asyncio.Lock()
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
-        self._writes = _Batcher(self._in_one_transaction(self._store_request))
+        self._writes = _Batcher(self._store_all)
 
     # -- life cycle -------------------------------------------------------
 
@@ -201,42 +201,24 @@ class SqlStore:
                 log.info("transaction retried: %s", _sqlstate(error))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _in_one_transaction(
-        self, store_one: Callable[[AsyncConnection, R], Awaitable[T]]
-    ) -> Callable[[list[R]], Awaitable[list[T | ParleyError]]]:
-        """Store a batch in one transaction; a refused request gets its refusal
+    async def _store_all(self, writes: list[_Write]) -> list[object | ParleyError]:
+        """Store a batch in one transaction; a refused write gets its refusal
         and the others go on.
 
-        ``store_one`` checks everything before its first write, so a refusal
+        Each write checks everything before its first change, so a refusal
         leaves nothing to undo and needs no savepoint of its own.
         """
 
-        async def store_all(requests: list[R]) -> list[T | ParleyError]:
-            async def transaction(conn: AsyncConnection):
-                outcomes: list[T | ParleyError] = []
-                for request in requests:
-                    try:
-                        outcomes.append(await store_one(conn, request))
-                    except ParleyError as refusal:
-                        outcomes.append(refusal)
-                return outcomes
+        async def transaction(conn: AsyncConnection):
+            outcomes: list[object | ParleyError] = []
+            for write in writes:
+                try:
+                    outcomes.append(await write(conn))
+                except ParleyError as refusal:
+                    outcomes.append(refusal)
+            return outcomes
 
-            return await self._transaction(transaction)
-
-        return store_all
-
-    async def _store_request(
-        self,
-        conn: AsyncConnection,
-        request: _SendRequest | _AckRequest | _ConnectRequest | _LastSeenRequest,
-    ) -> object:
-        if isinstance(request, _SendRequest):
-            return await self._store_message(conn, request)
-        if isinstance(request, _AckRequest):
-            return await self._store_ack(conn, request)
-        if isinstance(request, _ConnectRequest):
-            return await self._store_connect(conn, request)
-        return await self._store_last_seen(conn, request)
+        return await self._transaction(transaction)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -252,12 +234,13 @@ class SqlStore:
         Devices reconnect in crowds (after a node restarts): their records
         share commits with sends and acknowledgements.
         """
-        return await self._writes.submit(_ConnectRequest(user_id, device_id))
+        return await self._writes.submit(
+            partial(self._store_connect, user_id=user_id, device_id=device_id)
+        )
 
     async def _store_connect(
-        self, conn: AsyncConnection, request: _ConnectRequest
+        self, conn: AsyncConnection, *, user_id: str, device_id: str
     ) -> int:
-        user_id, device_id = request
         now = self._clock()
         sql = _sql(conn)
         await sql.run(_INSERT_USER, (user_id,))
@@ -270,12 +253,13 @@ class SqlStore:
 
         Devices leave in crowds too (a node drained): these share commits.
         """
-        return await self._writes.submit(_LastSeenRequest(user_id, device_id))
+        return await self._writes.submit(
+            partial(self._store_last_seen, user_id=user_id, device_id=device_id)
+        )
 
     async def _store_last_seen(
-        self, conn: AsyncConnection, request: _LastSeenRequest
+        self, conn: AsyncConnection, *, user_id: str, device_id: str | None
     ) -> int:
-        user_id, device_id = request
         now = self._clock()
         sql = _sql(conn)
         await sql.run(_USER_LAST_SEEN, (now, user_id))
@@ -316,12 +300,15 @@ class SqlStore:
         Acknowledgements arrive as often as messages; like sends, those that
         queue during a commit share the next one.
         """
-        return await self._writes.submit(_AckRequest(user_id, device_id, cursor))
+        return await self._writes.submit(
+            partial(
+                self._store_ack, user_id=user_id, device_id=device_id, cursor=cursor
+            )
+        )
 
     async def _store_ack(
-        self, conn: AsyncConnection, request: _AckRequest
+        self, conn: AsyncConnection, *, user_id: str, device_id: str, cursor: int
     ) -> list[Event]:
-        user_id, device_id, cursor = request
         sql = _sql(conn)
         row = await sql.row(_USER_CURSORS, (user_id,))
         last_cursor, delivered_cursor = row if row is not None else (0, 0)
@@ -737,13 +724,27 @@ class SqlStore:
         the next transaction: one commit (and one fsync) for many messages,
         and each answered only after it.
         """
-        request = _SendRequest(sender_id, chat_id, client_id, text_, media_ids)
-        return await self._writes.submit(request)
+        return await self._writes.submit(
+            partial(
+                self._store_message,
+                sender_id=sender_id,
+                chat_id=chat_id,
+                client_id=client_id,
+                text_=text_,
+                media_ids=media_ids,
+            )
+        )
 
     async def _store_message(
-        self, conn: AsyncConnection, request: _SendRequest
+        self,
+        conn: AsyncConnection,
+        *,
+        sender_id: str,
+        chat_id: int,
+        client_id: str,
+        text_: str | None,
+        media_ids: list[str],
     ) -> tuple[Message, bool, list[Event]]:
-        chat_id, sender_id = request.chat_id, request.sender_id
         sql = _sql(conn)
         active = await sql.rows(_ACTIVE_MEMBERS, (chat_id,))
         recipients = [user_id for user_id, _, _, _ in active]
@@ -751,24 +752,22 @@ class SqlStore:
             raise chat_not_found(chat_id)
         read_before = next(read for user, _, _, read in active if user == sender_id)
 
-        stored = await sql.row(
-            _MESSAGE_BY_CLIENT_ID, (chat_id, sender_id, request.client_id)
-        )
+        stored = await sql.row(_MESSAGE_BY_CLIENT_ID, (chat_id, sender_id, client_id))
         if stored is not None:
             return _message_of(stored), False, []
 
-        images = await self._uploaded_images(conn, sender_id, request.media_ids)
+        images = await self._uploaded_images(conn, sender_id, media_ids)
         (seq,) = await sql.row(_NEXT_SEQ, (chat_id,))
         message = Message(
             chat_id,
             int(seq),
             sender_id,
-            request.client_id,
-            request.text,
+            client_id,
+            text_,
             images,
             self._clock(),
         )
-        await self._insert_message(sql, message, request.media_ids)
+        await self._insert_message(sql, message, media_ids)
         pushable = {user_id for user_id, _, pushable, _ in active if pushable}
         notify = [
             user_id
@@ -838,9 +837,10 @@ class SqlStore:
         them), owe a push to the devices of ``notify``, and, if the sender has
         a device push reaches (``withdraw``), take back what it shows."""
         sender_id = message.sender_id
+        sql = _sql(conn)
 
         # Sending reads the chat up to the message for its sender.
-        await _sql(conn).run(
+        await sql.run(
             _MEMBER_READ, (message.seq, message.seq, message.chat_id, sender_id)
         )
         appended = await self._append(
@@ -857,7 +857,7 @@ class SqlStore:
         # The durable promise of a push goes in with the message itself.
         now = self._clock()
         await pushes.queue_notifications(
-            _sql(conn),
+            sql,
             chat_id=message.chat_id,
             seq=message.seq,
             recipients=notify,
@@ -866,7 +866,7 @@ class SqlStore:
         )
         if withdraw:
             await pushes.queue_withdrawals(
-                _sql(conn),
+                sql,
                 user_id=sender_id,
                 chat_id=message.chat_id,
                 read_seq=message.seq,
@@ -1158,29 +1158,8 @@ class SqlStore:
 # -- helpers shared by the transactions -------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _SendRequest:
-    sender_id: str
-    chat_id: int
-    client_id: str
-    text: str | None
-    media_ids: list[str]
-
-
-class _AckRequest(NamedTuple):
-    user_id: str
-    device_id: str
-    cursor: int
-
-
-class _ConnectRequest(NamedTuple):
-    user_id: str
-    device_id: str
-
-
-class _LastSeenRequest(NamedTuple):
-    user_id: str
-    device_id: str | None
+# A write the batch runs on its transaction's connection.
+_Write = Callable[[AsyncConnection], Awaitable[object]]
 
 
 _MAX_BATCH = 256
