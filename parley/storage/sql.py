@@ -747,10 +747,9 @@ class SqlStore:
     ) -> tuple[Message, bool, list[Event]]:
         sql = _sql(conn)
         active = await sql.rows(_ACTIVE_MEMBERS, (chat_id,))
-        recipients = [user_id for user_id, _, _, _ in active]
+        recipients = [user_id for user_id, _, _ in active]
         if sender_id not in recipients:
             raise chat_not_found(chat_id)
-        read_before = next(read for user, _, _, read in active if user == sender_id)
 
         stored = await sql.row(_MESSAGE_BY_CLIENT_ID, (chat_id, sender_id, client_id))
         if stored is not None:
@@ -768,16 +767,15 @@ class SqlStore:
             self._clock(),
         )
         await self._insert_message(sql, message, media_ids)
-        pushable = {user_id for user_id, _, pushable, _ in active if pushable}
+        pushable = {user_id for user_id, _, pushable in active if pushable}
         notify = [
             user_id
-            for user_id, muted, pushable, _ in active
+            for user_id, muted, pushable in active
             if pushable and not muted and user_id != sender_id
         ]
         appended = await self._fan_out_message(
             conn, message, recipients, notify, withdraw=sender_id in pushable
         )
-        appended += await self._read_by_sending(conn, message, read_before)
         return message, True, appended
 
     async def _uploaded_images(
@@ -839,7 +837,9 @@ class SqlStore:
         sender_id = message.sender_id
         sql = _sql(conn)
 
-        # Sending reads the chat up to the message for its sender.
+        # Sending reads the chat up to the message for its sender. The
+        # message event itself says so to every member: no read event, no
+        # receipt (docs/api.md, "A message is also a read receipt").
         await sql.run(
             _MEMBER_READ, (message.seq, message.seq, message.chat_id, sender_id)
         )
@@ -872,23 +872,6 @@ class SqlStore:
                 read_seq=message.seq,
                 now_ms=now,
             )
-        return appended
-
-    async def _read_by_sending(
-        self, conn: AsyncConnection, message: Message, read_before: int
-    ) -> list[Event]:
-        """Sending read the chat for its sender (``_fan_out_message``): if
-        others' messages were unread, the sender's devices learn the new read
-        position and those messages' senders get a receipt, as for a read."""
-        if read_before >= message.seq - 1:
-            return []
-
-        chat_id, sender_id, seq = message.chat_id, message.sender_id, message.seq
-        body = encode({"chat_id": chat_id, "read_seq": seq, "unread_count": 0})
-        appended = await self._append(conn, [sender_id], EventKind.READ, chat_id, body)
-        appended += await self._receipts_to_senders(
-            conn, chat_id, sender_id, read_before, seq - 1, seq, seq
-        )
         return appended
 
     async def history(
@@ -1501,7 +1484,7 @@ _MEMBERS = (
 # and the member's read position.
 _ACTIVE_MEMBERS = (
     "SELECT m.user_id, m.muted, EXISTS (SELECT 1 FROM devices d"
-    " WHERE d.user_id = m.user_id AND d.push_service IS NOT NULL), m.read_seq"
+    " WHERE d.user_id = m.user_id AND d.push_service IS NOT NULL)"
     " FROM members m WHERE m.chat_id = ? AND m.left_at IS NULL"
 )
 _MEMBER_POSITIONS = (

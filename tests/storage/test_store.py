@@ -83,11 +83,10 @@ async def test_presence_goes_to_private_chats_and_small_groups_only(store: SqlSt
     assert len(await store.contacts("alice", max_chat_members=100)) == 72
 
 
-async def test_replying_reads_the_chat_for_every_device_and_tells_the_sender(
-    store: SqlStore,
-):
-    """Frank answers alice's two messages: his devices learn the chat is read
-    (unread 0), and alice gets a receipt that frank read them."""
+async def test_a_reply_is_its_own_read_receipt(store: SqlStore):
+    """Frank answers alice's two messages: his reply reads them, and its
+    message event is all either of them is told; the stored read position,
+    unread count and receipts agree with it."""
     view, _ = await store.open_private_chat("alice", "frank")
     chat_id = view.chat_id
     await store.send("alice", chat_id, "a1", "one", [])
@@ -96,14 +95,14 @@ async def test_replying_reads_the_chat_for_every_device_and_tells_the_sender(
     alice_before = await store.last_cursor("alice")
 
     await store.send("frank", chat_id, "f1", "both seen", [])
-    await store.send("frank", chat_id, "f2", "and more", [])
 
     frank_events = await store.events_after("frank", frank_before, 100)
     alice_events = await store.events_after("alice", alice_before, 100)
-    reads = [orjson.loads(e.body) for e in frank_events if e.kind == "read"]
-    receipts = [orjson.loads(e.body) for e in alice_events if e.kind == "receipt"]
-    assert reads == [{"chat_id": chat_id, "read_seq": 3, "unread_count": 0}]
-    assert receipts == [
-        {"chat_id": chat_id, "user_id": "frank", "delivered_seq": 3, "read_seq": 3}
-    ]
+    assert [e.kind for e in frank_events] == ["message"]
+    assert [e.kind for e in alice_events] == ["message"]
+    reply = orjson.loads(alice_events[0].body)["message"]
+    assert (reply["sender_id"], reply["seq"]) == ("frank", 3)
     assert (await store.chat("frank", chat_id)).unread_count == 0
+    assert (await store.chat("alice", chat_id)).unread_count == 1
+    _, recipients = await store.receipts("alice", chat_id, 2)
+    assert recipients == [{"user_id": "frank", "state": "read"}]
