@@ -65,6 +65,8 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
         log_config=None,
         timeout_graceful_shutdown=10,
         ws_per_message_deflate=settings.ws_compression,
+        # The protocol whose socket the gateway writes to (server/sockets.py).
+        ws="websockets-sansio",
     )
 
 

@@ -32,6 +32,7 @@ from parley.server import http
 from parley.server.gateway import Gateway
 from parley.server.messenger import Messenger
 from parley.server.pusher import Pusher, services_from_settings
+from parley.server.sockets import Socket
 from parley.storage.sql import SqlStore
 
 log = structlog.get_logger(__name__)
@@ -119,7 +120,9 @@ def create_node(settings: Settings, clock: Clock = wall_clock_ms) -> ASGIApp:
     async def node(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == WEBSOCKET_PATH:
             websocket = WebSocket(scope, receive, send)
-            await api.state.gateway.serve(websocket, _transport_of(send))
+            socket = Socket.under(send)
+            transport = socket.transport if socket else _transport_of(send)
+            await api.state.gateway.serve(websocket, socket, transport)
         else:
             await http(scope, receive, send)
 

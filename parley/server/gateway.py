@@ -7,7 +7,9 @@ everything in the user's log after that cursor, from the store, and after a
 comes from the store goes many events to an ``events`` frame. Frames
 are written in cursor order by one writer task at a time, which exists only
 while the connection has frames to write: an event that would leave a gap
-sends the writer back to the store, so nothing is lost or doubled.
+sends the writer back to the store, so nothing is lost or doubled. The
+usual live event, the next one of an idle connection, needs no writer: it
+goes straight to the socket (``server/sockets.py``).
 
 A device that reads too slowly fills its bounded queue and is cut off, and so
 is one whose socket accepts nothing for ``send_timeout_s``.
@@ -34,6 +36,7 @@ from parley.domain.messages import Event, EventKind, encode
 from parley.domain.protocol import Ack, Hello, Ping, Read, Send, parse_frame, reference
 from parley.errors import BadRequest, ParleyError
 from parley.server.messenger import Messenger
+from parley.server.sockets import Socket, SocketGone
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +79,7 @@ class Connection:
         "_writer",
         "_started",
         "_deadline",
+        "socket",
         "transport",
     )
 
@@ -99,8 +103,9 @@ class Connection:
         self.receiving = False
         self._started = False
         self._deadline: asyncio.Timeout | None = None
-        # What can drop the socket when a close cannot get through: see
-        # ``serve``.
+        # Where frames go without ASGI, and what can drop the socket when a
+        # close cannot get through: see ``serve``.
+        self.socket: Socket | None = None
         self.transport: asyncio.BaseTransport | None = None
 
     def start(self) -> None:
@@ -114,6 +119,8 @@ class Connection:
         """Queue a frame without waiting; a full queue means a client too slow."""
         if self.closed is not None:
             return
+        if self._writer is None and not self._pending and self._write_now(item):
+            return
         if self._pending is None:
             self._pending = deque()
         if len(self._pending) >= self.messenger.settings.send_queue_frames:
@@ -122,6 +129,23 @@ class Connection:
         self._pending.append(item)
         if self._writer is None and self._started:
             self._writer = asyncio.create_task(self._write_pending())
+
+    def _write_now(self, item: Event | bytes | object) -> bool:
+        """Write ``item`` without a writer task when nothing is ahead of it
+        and the socket takes it at once; False leaves it to the queue."""
+        socket = self.socket
+        if not self._started or socket is None or not socket.ready:
+            return False
+        if isinstance(item, bytes):
+            socket.write_soon(item)
+            return True
+        if not isinstance(item, Event) or item.cursor > self.sent_cursor + 1:
+            return False
+        if item.cursor == self.sent_cursor + 1:
+            socket.write_soon(item.frame())
+            self.sent_cursor = item.cursor
+            _observe_delivery(item)
+        return True
 
     def cut(self, code: int, reason: str) -> None:
         """Close the connection from the server's side, once."""
@@ -169,7 +193,7 @@ class Connection:
             self._pending = None
         except TimeoutError:
             self.cut(CLOSE_TOO_SLOW, "too_slow")
-        except (WebSocketDisconnect, OSError, RuntimeError):
+        except (WebSocketDisconnect, SocketGone, OSError, RuntimeError):
             # The device went away; its reading handler cleans up.
             self.closed = self.closed or (CLOSE_GONE, "gone")
             self._pending = None
@@ -223,9 +247,7 @@ class Connection:
     async def _write_event(self, event: Event) -> None:
         await self._write(event.frame())
         self.sent_cursor = event.cursor
-        if event.sent_at_ms is not None and event.kind == EventKind.MESSAGE:
-            latency_s = time.time() - event.sent_at_ms / 1000
-            metrics.DELIVERY_SECONDS.observe(max(0.0, latency_s))
+        _observe_delivery(event)
 
     async def _write(self, frame: bytes) -> None:
         # The writer's one deadline moves on in steps of a tenth: a frame
@@ -236,7 +258,13 @@ class Connection:
         deadline = self._deadline.when()
         if deadline is None or deadline < now + timeout_s * 0.9:
             self._deadline.reschedule(now + timeout_s)
-        await self.websocket.send_text(frame.decode())
+        socket = self.socket
+        if socket is None:
+            await self.websocket.send_text(frame.decode())
+            return
+        if not socket.ready:
+            await socket.wait_ready()
+        socket.write(frame)
 
 
 class Gateway:
@@ -300,10 +328,14 @@ class Gateway:
                 connection.cut(CLOSE_RESTART, "draining")
 
     async def serve(
-        self, websocket: WebSocket, transport: asyncio.BaseTransport | None = None
+        self,
+        websocket: WebSocket,
+        socket: Socket | None = None,
+        transport: asyncio.BaseTransport | None = None,
     ) -> None:
-        """Run one device's connection; ``transport``, when the server can
-        give it, lets a connection whose peer reads nothing be dropped."""
+        """Run one device's connection. ``socket``, when the server gives
+        it, takes frames without ASGI; ``transport`` lets a connection whose
+        peer reads nothing be dropped."""
         await websocket.accept()
         try:
             identity, hello = await self._greet(websocket)
@@ -315,6 +347,7 @@ class Gateway:
             return
 
         connection = self._register(websocket, identity, hello)
+        connection.socket = socket
         connection.transport = transport
         try:
             await self._open(connection, hello)
@@ -489,6 +522,12 @@ class Gateway:
             case Hello():
                 raise BadRequest("hello_repeated", "Hello is sent once, first.")
         raise BadRequest("unknown_frame_type", "Unknown frame type.")
+
+
+def _observe_delivery(event: Event) -> None:
+    if event.sent_at_ms is not None and event.kind == EventKind.MESSAGE:
+        latency_s = time.time() - event.sent_at_ms / 1000
+        metrics.DELIVERY_SECONDS.observe(max(0.0, latency_s))
 
 
 _BATCH_HEAD = b'{"type":"events","events":['

@@ -1,0 +1,111 @@
+"""Frames written straight to a device's socket.
+
+Under Uvicorn's sans-I/O WebSocket protocol the gateway frames its text with
+that protocol's own ``websockets`` state machine and writes the bytes to the
+transport itself: no ASGI message, no coroutine and no task per frame, and
+what a connection is owed in one turn of the event loop leaves in one system
+call. Frames therefore interleave correctly with the protocol's own pings
+and close. Under another server there is no such protocol, and the gateway
+writes through ASGI's ``send``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import (
+    WebSocketsSansIOProtocol,
+)
+from websockets.exceptions import InvalidState, ProtocolError
+
+
+class SocketGone(ConnectionError):
+    """The device's socket closed under a frame being written."""
+
+
+class Socket:
+    """The write side of one device's WebSocket, with frames held for the
+    end of the event loop's turn."""
+
+    __slots__ = ("_protocol", "_outbox", "_flush_due")
+
+    def __init__(self, protocol: WebSocketsSansIOProtocol) -> None:
+        self._protocol = protocol
+        self._outbox: list[bytes] = []
+        self._flush_due = False
+
+    @classmethod
+    def under(cls, send: object) -> Socket | None:
+        """The socket under an ASGI ``send``, if Uvicorn's sans-I/O protocol
+        serves it. Known shortcoming: this reads Uvicorn's protocol object,
+        which is not a public interface; a version that changes it falls back
+        to ASGI (slower, still correct) once ``under`` returns None."""
+        protocol = getattr(send, "__self__", None)
+        if not isinstance(protocol, WebSocketsSansIOProtocol):
+            return None
+        if not all(hasattr(protocol, name) for name in _PROTOCOL_PARTS):
+            return None
+        return cls(protocol)
+
+    @property
+    def transport(self) -> asyncio.BaseTransport:
+        return self._protocol.transport
+
+    @property
+    def gone(self) -> bool:
+        protocol = self._protocol
+        return protocol.disconnected or protocol.close_sent
+
+    @property
+    def ready(self) -> bool:
+        """A frame can go now: the socket is open and its send buffer below
+        the transport's high-water mark."""
+        return self._protocol.writable.is_set() and not self.gone
+
+    async def wait_ready(self) -> None:
+        """Until the peer has read enough of the buffer, or the socket closed."""
+        await self._protocol.writable.wait()
+        if self.gone:
+            raise SocketGone()
+
+    def write_soon(self, frame: bytes) -> None:
+        """Write ``frame`` at the end of this turn of the event loop, with
+        whatever else the connection is owed by then."""
+        self._outbox.append(frame)
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush_quietly)
+
+    def write(self, frame: bytes) -> None:
+        """Write ``frame`` now, after anything held."""
+        self._outbox.append(frame)
+        self.flush()
+
+    def flush(self) -> None:
+        frames, self._outbox = self._outbox, []
+        self._flush_due = False
+        if not frames:
+            return
+        protocol = self._protocol
+        if self.gone or protocol.transport.is_closing():
+            raise SocketGone()
+        connection = protocol.conn
+        try:
+            for frame in frames:
+                connection.send_text(frame)
+        except (InvalidState, ProtocolError):
+            raise SocketGone() from None
+        protocol.transport.write(b"".join(connection.data_to_send()))
+
+    def _flush_quietly(self) -> None:
+        # Nobody waits for these frames: a socket gone meanwhile is the
+        # reading side's to clean up.
+        if not self._flush_due:
+            return
+        try:
+            self.flush()
+        except SocketGone:
+            return
+
+
+_PROTOCOL_PARTS = ("conn", "transport", "writable", "disconnected", "close_sent")
