@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from parley.domain import reads
 from parley.domain.chats import check_title, check_user_id
 from parley.domain.messages import (
     Event,
+    EventKind,
     Message,
     check_client_id,
     check_media_ids,
@@ -40,6 +40,10 @@ log = structlog.get_logger(__name__)
 # Image decoding holds whole bitmaps in memory (up to a few hundred MB for
 # the largest image allowed): one at a time per node.
 _IMAGE_WORKERS = 1
+
+_EVENT_KINDS = (EventKind.MESSAGE, EventKind.READ, EventKind.RECEIPT, EventKind.MEMBER)
+# One child per kind, looked up once rather than per send.
+_APPENDED = {kind: metrics.EVENTS_APPENDED.labels(kind) for kind in _EVENT_KINDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +81,12 @@ class Messenger:
         presence.on_expired(self.presence_expired)
 
     async def _notify(self, events: list[Event]) -> None:
-        for kind, count in Counter(event.kind for event in events).items():
-            metrics.EVENTS_APPENDED.labels(kind).inc(count)
+        counts = dict.fromkeys(_EVENT_KINDS, 0)
+        for event in events:
+            counts[event.kind] += 1
+        for kind, count in counts.items():
+            if count:
+                _APPENDED[kind].inc(count)
         await self.fanout.publish_events(events)
 
     # -- chats ------------------------------------------------------------
