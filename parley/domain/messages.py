@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import NamedTuple
 
 import orjson
 
@@ -101,13 +102,13 @@ class EventKind:
     MEMBER = "member"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One entry of a user's log: what a device at ``cursor - 1`` has not seen.
 
     ``body`` is the JSON object of the frame without its type and cursor; it
     is encoded once and shared by every recipient of the same fact.
-    ``sent_at_ms`` is set on live message events, to measure delivery.
+    ``sent_at_ms`` is set on live message events, to measure delivery. A
+    tuple, because a fan-out makes one per recipient.
     """
 
     user_id: str

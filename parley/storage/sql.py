@@ -398,29 +398,18 @@ class SqlStore:
         cursors = await sql.rows(
             _NEXT_CURSORS % placeholders(len(user_ids)), list(user_ids)
         )
-        appended = [
-            Event(user_id, cursor, kind, body, sent_at_ms)
-            for user_id, cursor in cursors
-        ]
-
         now = self._clock()
         await sql.run_many(
             _INSERT_EVENT,
             [
-                (
-                    event.user_id,
-                    event.cursor,
-                    kind,
-                    chat_id,
-                    message_seq,
-                    sender_id,
-                    body,
-                    now,
-                )
-                for event in appended
+                (user_id, cursor, kind, chat_id, message_seq, sender_id, body, now)
+                for user_id, cursor in cursors
             ],
         )
-        return appended
+        return [
+            Event(user_id, cursor, kind, body, sent_at_ms)
+            for user_id, cursor in cursors
+        ]
 
     # -- chats ------------------------------------------------------------
 
