@@ -12,7 +12,9 @@ EVENTS_APPENDED = Counter(
 )
 DELIVERY_SECONDS = Histogram(
     "parley_delivery_seconds",
-    "From a message being stored to its frame being written to a live device.",
+    "From a message being stored to its frames being written to live devices:"
+    " once per message for the frames of a fan-out written at once, and once"
+    " per frame a slow socket held back.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 CONNECTIONS = Gauge("parley_connections", "Live WebSocket connections on this node.")

@@ -144,7 +144,7 @@ class Connection:
         if item.cursor == self.sent_cursor + 1:
             socket.write_soon(item.frame())
             self.sent_cursor = item.cursor
-            _observe_delivery(item)
+            _observe_fan_out(item)
         return True
 
     def cut(self, code: int, reason: str) -> None:
@@ -528,6 +528,19 @@ def _observe_delivery(event: Event) -> None:
     if event.sent_at_ms is not None and event.kind == EventKind.MESSAGE:
         latency_s = time.time() - event.sent_at_ms / 1000
         metrics.DELIVERY_SECONDS.observe(max(0.0, latency_s))
+
+
+def _observe_fan_out(event: Event) -> None:
+    """Time a message once for all the frames of its fan-out that go out at
+    once: its events share one body, and a histogram per recipient would
+    cost a large group more than the frames do."""
+    global _last_fanned_out
+    if event.body is not _last_fanned_out:
+        _last_fanned_out = event.body
+        _observe_delivery(event)
+
+
+_last_fanned_out: bytes | None = None
 
 
 _BATCH_HEAD = b'{"type":"events","events":['
