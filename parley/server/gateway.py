@@ -144,7 +144,9 @@ class Connection:
         if item.cursor == self.sent_cursor + 1:
             socket.write_soon(item.frame())
             self.sent_cursor = item.cursor
-            _observe_fan_out(item)
+            if item.body is not _fanned_out.body:
+                _fanned_out.body = item.body
+                _observe_delivery(item)
         return True
 
     def cut(self, code: int, reason: str) -> None:
@@ -285,8 +287,11 @@ class Gateway:
 
     def deliver(self, user_id: str, item: Event | bytes) -> None:
         """Hand a fan-out item to every live connection of the user on this node."""
-        for connection in list(self._by_user.get(user_id, {}).values()):
-            connection.offer(item)
+        devices = self._by_user.get(user_id)
+        if devices:
+            # Offering never adds or removes a connection: no copy needed.
+            for connection in devices.values():
+                connection.offer(item)
 
     async def reconcile_forever(self, interval_s: float) -> None:
         """Now and then, compare each device's cursor with its log in the store.
@@ -530,17 +535,13 @@ def _observe_delivery(event: Event) -> None:
         metrics.DELIVERY_SECONDS.observe(max(0.0, latency_s))
 
 
-def _observe_fan_out(event: Event) -> None:
-    """Time a message once for all the frames of its fan-out that go out at
-    once: its events share one body, and a histogram per recipient would
-    cost a large group more than the frames do."""
-    global _last_fanned_out
-    if event.body is not _last_fanned_out:
-        _last_fanned_out = event.body
-        _observe_delivery(event)
+class _fanned_out:  # noqa: N801 - a namespace, not a type
+    """The body of the message last timed on its way out. A message is timed
+    once for all the frames of its fan-out that go out at once: they share
+    this body, and a histogram per recipient would cost a large group more
+    than its frames do."""
 
-
-_last_fanned_out: bytes | None = None
+    body: bytes | None = None
 
 
 _BATCH_HEAD = b'{"type":"events","events":['

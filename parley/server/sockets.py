@@ -60,7 +60,12 @@ class Socket:
     def ready(self) -> bool:
         """A frame can go now: the socket is open and its send buffer below
         the transport's high-water mark."""
-        return self._protocol.writable.is_set() and not self.gone
+        protocol = self._protocol
+        return (
+            protocol.writable.is_set()
+            and not protocol.disconnected
+            and not protocol.close_sent
+        )
 
     async def wait_ready(self) -> None:
         """Until the peer has read enough of the buffer, or the socket closed."""
