@@ -54,7 +54,11 @@ class Socket:
     @property
     def gone(self) -> bool:
         protocol = self._protocol
-        return protocol.disconnected or protocol.close_sent
+        return (
+            protocol.disconnected
+            or protocol.close_sent
+            or protocol.transport.is_closing()
+        )
 
     @property
     def ready(self) -> bool:
@@ -65,6 +69,7 @@ class Socket:
             protocol.writable.is_set()
             and not protocol.disconnected
             and not protocol.close_sent
+            and not protocol.transport.is_closing()
         )
 
     async def wait_ready(self) -> None:
@@ -92,7 +97,7 @@ class Socket:
         if not frames:
             return
         protocol = self._protocol
-        if self.gone or protocol.transport.is_closing():
+        if self.gone:
             raise SocketGone()
         connection = protocol.conn
         try:
