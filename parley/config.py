@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     presence_ttl_s: float = Field(30.0, gt=0)
     reconcile_interval_s: float = Field(10.0, gt=0)
     presence_max_chat_members: int = Field(64, ge=2)
+    receipts_max_chat_members: int = Field(100, ge=2)
     s3_bucket: str = ""
     s3_prefix: str = ""
     s3_endpoint_url: str = ""

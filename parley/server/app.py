@@ -203,6 +203,7 @@ def build_adapters(
         settings.resolved_database_url,
         clock,
         max_group_members=settings.max_group_members,
+        receipts_max_chat_members=settings.receipts_max_chat_members,
         push_delay_ms=settings.push_delay_ms,
     )
 

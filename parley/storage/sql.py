@@ -147,11 +147,13 @@ class SqlStore:
         clock: Clock,
         *,
         max_group_members: int,
+        receipts_max_chat_members: int = 100,
         push_delay_ms: int = 0,
     ) -> None:
         self._url = url
         self._clock = clock
         self._max_group_members = max_group_members
+        self._receipts_max_chat_members = receipts_max_chat_members
         self._push_delay_ms = push_delay_ms
         self._is_sqlite = url.startswith("sqlite")
         self._write_lock = asyncio.Lock()
@@ -355,7 +357,21 @@ class SqlStore:
         read_seq: int,
         delivered_seq: int,
     ) -> list[Event]:
-        senders = await _sql(conn).rows(
+        """Tell the senders of (after, up_to] what ``recipient_id`` has now.
+
+        Not in a chat of more than ``receipts_max_chat_members``: there every
+        member's acknowledgement would send each sender a receipt, a thousand
+        per message in a group of a thousand. The positions are stored all
+        the same, and the message's receipts can be asked for.
+        """
+        sql = _sql(conn)
+        (members,) = await sql.row(
+            _ACTIVE_MEMBERS_UP_TO, (chat_id, self._receipts_max_chat_members + 1)
+        )
+        if members > self._receipts_max_chat_members:
+            return []
+
+        senders = await sql.rows(
             _SENDERS_BETWEEN, (chat_id, after, up_to, recipient_id)
         )
         body = encode(
@@ -1506,6 +1522,10 @@ _PAGE_AFTER = (
 _PAGE_BEFORE = (
     f"SELECT {_MESSAGE_COLUMNS} FROM messages"
     " WHERE chat_id = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+)
+_ACTIVE_MEMBERS_UP_TO = (
+    "SELECT COUNT(*) FROM (SELECT 1 FROM members"
+    " WHERE chat_id = ? AND left_at IS NULL LIMIT ?) AS counted"
 )
 _SENDERS_BETWEEN = (
     "SELECT DISTINCT sender_id FROM messages"

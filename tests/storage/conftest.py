@@ -11,6 +11,9 @@ from parley.storage import migrate
 from parley.storage.sql import SqlStore
 from tests.support import create_postgres_database, drop_postgres_database
 
+# Small, so that a test can make a chat too large for live receipts.
+RECEIPTS_MAX_CHAT_MEMBERS = 10
+
 
 class Clock:
     """Milliseconds that move only when the test says so."""
@@ -38,7 +41,13 @@ async def store(request, tmp_path, clock: Clock) -> AsyncIterator[SqlStore]:  # 
     else:
         url = await asyncio.to_thread(create_postgres_database)
     await asyncio.to_thread(migrate.upgrade, url)
-    opened = SqlStore(url, clock, max_group_members=100, push_delay_ms=1000)
+    opened = SqlStore(
+        url,
+        clock,
+        max_group_members=100,
+        receipts_max_chat_members=RECEIPTS_MAX_CHAT_MEMBERS,
+        push_delay_ms=1000,
+    )
     await opened.open()
     yield opened
     await opened.close()

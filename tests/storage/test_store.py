@@ -8,6 +8,7 @@ import orjson
 
 from parley.errors import NotFound, ParleyError
 from parley.storage.sql import SqlStore
+from tests.storage.conftest import RECEIPTS_MAX_CHAT_MEMBERS
 
 
 async def test_concurrent_sends_get_gap_free_sequences_and_refusals_stay_apart(
@@ -81,6 +82,32 @@ async def test_presence_goes_to_private_chats_and_small_groups_only(store: SqlSt
 
     assert await store.contacts("alice", max_chat_members=64) == ["bob", "carol"]
     assert len(await store.contacts("alice", max_chat_members=100)) == 72
+
+
+async def test_a_large_group_sends_no_live_receipts_yet_keeps_them(store: SqlStore):
+    """In a group one larger than the limit, bob's acknowledgement and read
+    reach alice as no event; the message's receipts still say what he did.
+    In a group at the limit, the same acknowledgement makes a receipt."""
+    crowd = [f"member{n}" for n in range(RECEIPTS_MAX_CHAT_MEMBERS)]
+    large, _ = await store.create_group("alice", "large", crowd)
+    small, _ = await store.create_group("alice", "small", crowd[:-1])
+    for chat_id in (large.chat_id, small.chat_id):
+        await store.send("alice", chat_id, f"hello-{chat_id}", "hello", [])
+    alice_before = await store.last_cursor("alice")
+
+    await store.ack("member0", "phone", await store.last_cursor("member0"))
+    await store.read("member1", large.chat_id, 1)
+
+    alice_events = await store.events_after("alice", alice_before, 100)
+    receipts = [orjson.loads(e.body) for e in alice_events if e.kind == "receipt"]
+    assert [receipt["chat_id"] for receipt in receipts] == [small.chat_id]
+    _, recipients = await store.receipts("alice", large.chat_id, 1)
+    states = {entry["user_id"]: entry["state"] for entry in recipients}
+    assert (states["member0"], states["member1"], states["member2"]) == (
+        "delivered",
+        "read",
+        "sent",
+    )
 
 
 async def test_a_reply_is_its_own_read_receipt(store: SqlStore):
