@@ -371,7 +371,9 @@ class Gateway:
 
     async def _greet(self, websocket: WebSocket) -> tuple[Identity, Hello]:
         try:
-            raw = await asyncio.wait_for(_receive_text(websocket), HELLO_TIMEOUT_S)
+            # A deadline on this task, not a task of its own as wait_for makes.
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                raw = await _receive_text(websocket)
         except TimeoutError:
             raise BadRequest("hello_expected", "Send a hello frame first.") from None
 
