@@ -32,7 +32,7 @@ from parley.server import http
 from parley.server.gateway import Gateway
 from parley.server.messenger import Messenger
 from parley.server.pusher import Pusher, services_from_settings
-from parley.server.sockets import Flusher, Socket
+from parley.server.sockets import Sockets
 from parley.storage.sql import SqlStore
 
 log = structlog.get_logger(__name__)
@@ -116,14 +116,18 @@ def create_node(settings: Settings, clock: Clock = wall_clock_ms) -> ASGIApp:
     """
     api = create_app(settings, clock)
     http = BodyLimit(api, settings.max_frame_bytes)
-    flusher = Flusher()
+    sockets = Sockets()
 
     async def node(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == WEBSOCKET_PATH:
             websocket = WebSocket(scope, receive, send)
-            socket = Socket.under(send, flusher)
+            socket = sockets.open(send)
             transport = socket.transport if socket else _transport_of(send)
-            await api.state.gateway.serve(websocket, socket, transport)
+            try:
+                await api.state.gateway.serve(websocket, socket, transport)
+            finally:
+                if socket is not None:
+                    sockets.close(socket)
         else:
             await http(scope, receive, send)
 

@@ -346,7 +346,7 @@ class Gateway:
             identity, hello = await self._greet(websocket)
             await self._check_cursor(identity, hello)
         except ParleyError as error:
-            await _refuse(websocket, error)
+            await _refuse(websocket, error, transport)
             return
         except WebSocketDisconnect:
             return
@@ -595,13 +595,23 @@ def _error_frame(ref: str | None, error: ParleyError) -> bytes:
     return encode({"type": "error", "ref": ref, **error.to_dict()})
 
 
-async def _refuse(websocket: WebSocket, error: ParleyError) -> None:
+async def _refuse(
+    websocket: WebSocket,
+    error: ParleyError,
+    transport: asyncio.BaseTransport | None,
+) -> None:
+    """Say why, and close; a peer that reads nothing cannot hear it, and
+    loses its socket instead of holding it."""
     metrics.REFUSALS.labels(error.code).inc()
     try:
-        await websocket.send_text(_error_frame(None, error).decode())
+        async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+            await websocket.send_text(_error_frame(None, error).decode())
+            await _close_quietly(websocket, error.close_code, error.code)
+    except TimeoutError:
+        if transport is not None:
+            transport.abort()
     except Exception:  # noqa: BLE001 - the peer may already be gone
         return
-    await _close_quietly(websocket, error.close_code, error.code)
 
 
 async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 
+import httpx
 import psutil
 import pytest
 import websockets
@@ -277,8 +278,9 @@ async def test_a_frame_over_the_size_limit_closes_the_connection(people: People)
     assert closed.value.rcvd.code == 1009
 
 
-def _raw_websocket(port: int, token: str) -> socket.socket:
-    """A WebSocket handshake by hand on a socket that will then stay silent."""
+def _raw_websocket(port: int, token: str, greeted: bool = True) -> socket.socket:
+    """A WebSocket handshake by hand (and a hello, if ``greeted``) on a
+    socket that will then read nothing."""
     raw = socket.create_connection(("127.0.0.1", port))
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     raw.sendall(
@@ -290,6 +292,8 @@ def _raw_websocket(port: int, token: str) -> socket.socket:
     while b"\r\n\r\n" not in answer:
         answer += raw.recv(1)
     assert answer.startswith(b"HTTP/1.1 101")
+    if not greeted:
+        return raw
     hello = json.dumps({"type": "hello", "token": token, "cursor": 0}).encode()
     mask = b"\x00\x00\x00\x00"
     header = bytes([0x81, 0x80 | 126]) + len(hello).to_bytes(2, "big")
@@ -375,6 +379,36 @@ async def test_a_client_too_slow_to_read_is_cut_off(impatient_server: ServerProc
     raw.close()
     await alice.close()
 
+    assert 'parley_connections_cut_total{reason="too_slow"}' in metrics
+
+
+@pytest.mark.parametrize("greeted", [True, False], ids=["after hello", "before"])
+async def test_a_peer_that_pings_and_never_reads_loses_its_socket(
+    impatient_server: ServerProcess, greeted: bool
+):
+    """The protocol answers every ping with a pong, whether or not the peer
+    reads them: the server must not keep those pongs for it without end."""
+    server = impatient_server
+    raw = _raw_websocket(server.port, server.token("bob", "phone"), greeted)
+    ping = bytes([0x89, 0x80 | 125]) + b"\x00\x00\x00\x00" + b"p" * 125
+    burst = ping * 1000
+
+    def flood() -> int:
+        raw.settimeout(10)
+        for sent in range(0, 400_000, 1000):
+            try:
+                raw.sendall(burst)
+            except (ConnectionResetError, BrokenPipeError):
+                return sent
+        return -1
+
+    sent = await asyncio.to_thread(flood)
+    raw.close()
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{server.url}/metrics")).text
+
+    # 400,000 pings would leave 50 MB of pongs unread.
+    assert 0 < sent < 400_000
     assert 'parley_connections_cut_total{reason="too_slow"}' in metrics
 
 

@@ -13,7 +13,7 @@ import contextlib
 import uvicorn
 from websockets.asyncio.client import connect
 
-from parley.server.sockets import Flusher, Socket, SocketGone
+from parley.server.sockets import Socket, SocketGone, Sockets
 from tests.support import free_port
 
 
@@ -43,7 +43,7 @@ async def test_frames_held_for_the_turn_and_written_at_once_arrive_in_order():
             return
         await receive()
         await send({"type": "websocket.accept"})
-        socket = Socket.under(send, Flusher())
+        socket = Socket.under(send, Sockets())
         found.append(socket)
         socket.write_soon(b'{"n":1}')
         socket.write_soon(b'{"n":2}')
@@ -71,7 +71,7 @@ async def test_a_socket_closed_by_the_peer_refuses_frames():
             return
         await receive()
         await send({"type": "websocket.accept"})
-        socket = Socket.under(send, Flusher())
+        socket = Socket.under(send, Sockets())
         while (await receive())["type"] != "websocket.disconnect":
             pass
         outcome.append(socket.ready)
