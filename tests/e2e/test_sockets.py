@@ -17,7 +17,17 @@ from parley.server.sockets import Socket, SocketGone, Sockets
 from tests.support import free_port
 
 
-async def _serve(app) -> tuple[uvicorn.Server, asyncio.Task, int]:  # noqa: ANN001
+async def _serve(handler) -> tuple[uvicorn.Server, asyncio.Task, int]:  # noqa: ANN001
+    """Uvicorn on a free port, accepting every WebSocket and handing
+    ``handler`` the socket found under it."""
+
+    async def app(scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await handler(Socket.under(send, Sockets()), receive, send)
+
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, ws="websockets-sansio", log_config=None
@@ -38,12 +48,7 @@ async def _stop(server: uvicorn.Server, running: asyncio.Task) -> None:
 async def test_frames_held_for_the_turn_and_written_at_once_arrive_in_order():
     found: list[Socket | None] = []
 
-    async def app(scope, receive, send):  # noqa: ANN001
-        if scope["type"] != "websocket":
-            return
-        await receive()
-        await send({"type": "websocket.accept"})
-        socket = Socket.under(send, Sockets())
+    async def handler(socket, receive, send):  # noqa: ANN001
         found.append(socket)
         socket.write_soon(b'{"n":1}')
         socket.write_soon(b'{"n":2}')
@@ -52,7 +57,7 @@ async def test_frames_held_for_the_turn_and_written_at_once_arrive_in_order():
         await asyncio.sleep(0.05)
         await send({"type": "websocket.close", "code": 1000})
 
-    server, running, port = await _serve(app)
+    server, running, port = await _serve(handler)
     try:
         async with connect(f"ws://127.0.0.1:{port}/") as client:
             frames = [await client.recv() for _ in range(4)]
@@ -66,12 +71,7 @@ async def test_frames_held_for_the_turn_and_written_at_once_arrive_in_order():
 async def test_a_socket_closed_by_the_peer_refuses_frames():
     outcome: list[object] = []
 
-    async def app(scope, receive, send):  # noqa: ANN001
-        if scope["type"] != "websocket":
-            return
-        await receive()
-        await send({"type": "websocket.accept"})
-        socket = Socket.under(send, Sockets())
+    async def handler(socket, receive, send):  # noqa: ANN001
         while (await receive())["type"] != "websocket.disconnect":
             pass
         outcome.append(socket.ready)
@@ -80,7 +80,7 @@ async def test_a_socket_closed_by_the_peer_refuses_frames():
         except SocketGone:
             outcome.append("gone")
 
-    server, running, port = await _serve(app)
+    server, running, port = await _serve(handler)
     try:
         async with connect(f"ws://127.0.0.1:{port}/"):
             pass
