@@ -126,6 +126,30 @@ async def test_messages_that_arrive_during_catch_up_come_once_and_in_order(
     assert texts == [f"old {n}" for n in range(30)] + [f"new {n}" for n in range(30)]
 
 
+async def test_a_burst_of_live_events_comes_whole_and_in_cursor_order(
+    people: People,
+):
+    """Two hundred sends at once share commits, so one turn of the server's
+    loop owes alice's phone more frames than go straight to her socket; the
+    rest wait their turn behind them, none lost, none doubled."""
+    bob = people.client("bob")
+    phone = people.client("alice", "phone")
+    chat = await bob.open_private_chat(people.id("alice"))
+
+    async with phone.connect(0) as live:
+        await asyncio.gather(
+            *(bob.send(chat["id"], f"burst {number}") for number in range(200))
+        )
+        frames = []
+        while len(message_texts(frames)) < 200:
+            frames.append(await live.next_event(DELIVERY_S))
+
+    logged = [frame for frame in frames if frame["type"] not in ("synced", "presence")]
+    cursors = [frame["cursor"] for frame in logged]
+    assert cursors == list(range(1, len(logged) + 1))
+    assert sorted(message_texts(frames)) == sorted(f"burst {n}" for n in range(200))
+
+
 async def test_contacts_see_a_user_go_offline_with_a_last_seen_time(people: People):
     """bob disconnects; carol, who shares a group with him, is told at once."""
     alice, bob, carol = (
