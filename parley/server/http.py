@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from parley.auth import Identity
 from parley.errors import BadRequest, PayloadTooLarge
@@ -47,13 +47,24 @@ class MemberRequest(BaseModel):
     user_id: str
 
 
+# The fields of a send are checked by the same rules, with the same error
+# codes, as a send over the WebSocket: the model only describes them.
+_Text = Annotated[Any, WithJsonSchema({"type": "string"})]
+_OptionalText = Annotated[Any, WithJsonSchema({"type": ["string", "null"]})]
+_Ids = Annotated[Any, WithJsonSchema({"type": "array", "items": {"type": "string"}})]
+
+
 class SendRequest(BaseModel):
-    client_id: str = Field(
+    # Required all the same: a send without one is refused as invalid_client_id.
+    model_config = ConfigDict(json_schema_extra={"required": ["client_id"]})
+
+    client_id: _Text = Field(
+        None,
         description="Chosen by the client, unique per chat and sender; a retry "
-        "with the same id returns the stored message instead of a second one."
+        "with the same id returns the stored message instead of a second one.",
     )
-    text: str | None = Field(None, description="At most 2000 characters after NFC.")
-    images: list[str] = Field(
+    text: _OptionalText = Field(None, description="At most 2000 characters after NFC.")
+    images: _Ids = Field(
         default_factory=list, description="Ids of images uploaded before, at most 3."
     )
 

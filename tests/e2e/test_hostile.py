@@ -96,6 +96,40 @@ async def test_http_numbers_are_as_strict_as_the_websockets(
     assert response.json()["error"]["code"] == code
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"text": "no client id"},
+        {"client_id": 5, "text": "a number for an id"},
+        {"client_id": "c1", "text": 5},
+        {"client_id": "c2", "text": "x", "images": "not a list"},
+        {"client_id": "c3", "text": "x", "images": [5]},
+    ],
+    ids=["no client id", "numeric id", "numeric text", "images", "image id"],
+)
+async def test_a_bad_send_gets_the_same_code_over_http_and_the_websocket(
+    people: People, fields: dict
+):
+    """One set of rules: the HTTP body is not judged by a stricter model."""
+    alice = people.client("alice")
+    chat = await alice.open_private_chat(people.id("bob"))
+
+    response = await alice._http.post(
+        f"/v1/chats/{chat['id']}/messages",
+        content=json.dumps(fields),
+        headers={"Content-Type": "application/json"},
+    )
+    async with alice.connect() as phone:
+        with pytest.raises(ParleyClientError) as refused:
+            await phone._request({"type": "send", "chat_id": chat["id"], **fields})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": refused.value.code,
+        "message": refused.value.message,
+    }
+
+
 async def test_an_acknowledgement_from_someone_never_seen_is_refused_not_a_crash(
     people: People,
 ):
