@@ -25,6 +25,7 @@ from parley.fanout.local import LocalFanout
 from parley.fanout.redis import RedisFanout
 from parley.media.local import LocalMediaStore
 from parley.media.s3 import S3MediaStore
+from parley.metrics import REFUSALS
 from parley.ports import Fanout, MediaStore, Presence
 from parley.presence.local import LocalPresence
 from parley.presence.redis import RedisPresence
@@ -244,6 +245,8 @@ def _engine_name(settings: Settings) -> str:
 
 
 def _error_response(error: ParleyError) -> JSONResponse:
+    if error.status < 500:
+        REFUSALS.labels(error.code).inc()
     return JSONResponse({"error": error.to_dict()}, status_code=error.status)
 
 

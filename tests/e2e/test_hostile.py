@@ -130,6 +130,25 @@ async def test_a_bad_send_gets_the_same_code_over_http_and_the_websocket(
     }
 
 
+async def test_http_refusals_are_counted_by_code_as_frames_are(people: People):
+    """A missing token and an unknown chat show in parley_refusals_total."""
+    alice = people.client("alice")
+
+    async def refusals(code: str) -> float:
+        text = (await alice._http.get("/metrics")).text
+        line = f'parley_refusals_total{{code="{code}"}} '
+        found = [row for row in text.splitlines() if row.startswith(line)]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    missing, unknown = await refusals("token_missing"), await refusals("chat_not_found")
+    await alice._http.get("/v1/chats", headers={"Authorization": ""})
+    with pytest.raises(ParleyClientError):
+        await alice.chat(999_999)
+
+    assert await refusals("token_missing") == missing + 1
+    assert await refusals("chat_not_found") == unknown + 1
+
+
 async def test_an_acknowledgement_from_someone_never_seen_is_refused_not_a_crash(
     people: People,
 ):
