@@ -8,7 +8,7 @@ sent by someone else, and the unread count is a subtraction.
 from __future__ import annotations
 
 from parley.domain.chats import Membership
-from parley.errors import BadRequest
+from parley.errors import BadRequest, Forbidden
 
 
 def advance(current: int, proposed: int) -> int:
@@ -31,6 +31,12 @@ def check_read_target(member: Membership, seq: object, chat_last_seq: int) -> in
 def unread_count(member: Membership, chat_last_seq: int) -> int:
     """Messages of others after the member's read position; never negative."""
     return max(0, member.visible_last(chat_last_seq) - member.read_seq)
+
+
+def check_receipts_viewer(sender_id: str, user_id: str) -> None:
+    """Who got and read a message is for its sender to know, not the group."""
+    if sender_id != user_id:
+        raise Forbidden("not_sender", "Only a message's sender sees its receipts.")
 
 
 def receipt_state(seq: int, delivered_seq: int, read_seq: int) -> str:

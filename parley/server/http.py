@@ -345,7 +345,9 @@ async def receipts(
     me: Me,
     service: Service,
 ) -> dict:
-    """Sent, delivered or read, for each other member who can see the message."""
+    """Sent, delivered or read, for each other member who can see your message.
+
+    Only the message's sender may ask (403 ``not_sender``)."""
     return await service.receipts(me, chat_id, seq)
 
 

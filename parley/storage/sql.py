@@ -981,6 +981,7 @@ class SqlStore:
             if row is None:
                 raise chat_not_found(chat_id)
             message = _message(row)
+            reads.check_receipts_viewer(message.sender_id, user_id)
             others = [
                 other
                 for other in await _memberships(conn, chat_id)

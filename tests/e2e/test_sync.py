@@ -74,6 +74,20 @@ async def test_sending_reads_the_chat_for_the_sender(people: People):
     assert (await alice.chat(chat["id"]))["unread_count"] == 2
 
 
+async def test_only_the_sender_sees_who_got_and_read_a_message(people: People):
+    """In a group, carol may not ask who has read alice's message."""
+    alice, carol = people.client("alice"), people.client("carol")
+    group = await alice.create_group("club", [people.id("bob"), people.id("carol")])
+    sent = await alice.send(group["id"], "for the club")
+
+    with pytest.raises(ParleyClientError) as refused:
+        await carol.receipts(group["id"], sent["message"]["seq"])
+    mine = await alice.receipts(group["id"], sent["message"]["seq"])
+
+    assert (refused.value.status, refused.value.code) == (403, "not_sender")
+    assert len(mine["recipients"]) == 2
+
+
 async def test_the_sender_sees_sent_then_delivered_then_read(people: People):
     """A receipt arrives when bob's device acknowledges, another when he reads."""
     alice, bob = people.client("alice"), people.client("bob")
