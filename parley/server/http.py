@@ -113,7 +113,10 @@ class ChatOut(BaseModel):
     title: str | None
     admin_id: str | None
     members: list[str]
-    last_seq: int = Field(description="The newest sequence you can see.")
+    last_seq: int = Field(
+        description="The chat's newest sequence; for a member who has left, the "
+        "last before leaving. A member added later sees only what came after."
+    )
     read_seq: int
     unread_count: int
     active: bool = Field(description="False once you left or were removed.")
