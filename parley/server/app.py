@@ -123,9 +123,8 @@ def create_node(settings: Settings, clock: Clock = wall_clock_ms) -> ASGIApp:
         if scope["type"] == "websocket" and scope["path"] == WEBSOCKET_PATH:
             websocket = WebSocket(scope, receive, send)
             socket = sockets.open(send)
-            transport = socket.transport if socket else _transport_of(send)
             try:
-                await api.state.gateway.serve(websocket, socket, transport)
+                await api.state.gateway.serve(websocket, socket)
             finally:
                 if socket is not None:
                     sockets.close(socket)
@@ -133,16 +132,6 @@ def create_node(settings: Settings, clock: Clock = wall_clock_ms) -> ASGIApp:
             await http(scope, receive, send)
 
     return node
-
-
-def _transport_of(send: Send) -> asyncio.BaseTransport | None:
-    """The socket under an ASGI connection, to drop it when the peer reads
-    nothing: a close handshake cannot get through a full buffer, and ASGI
-    has no way to abort. Uvicorn's ``send`` is a method of its protocol,
-    which holds the transport; under another server this finds none and a
-    stuck socket waits for the operating system's keepalive."""
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    return transport if callable(getattr(transport, "abort", None)) else None
 
 
 class BodyLimit:

@@ -80,7 +80,6 @@ class Connection:
         "_started",
         "_deadline",
         "socket",
-        "transport",
     )
 
     def __init__(
@@ -106,7 +105,6 @@ class Connection:
         # Where frames go without ASGI, and what can drop the socket when a
         # close cannot get through: see ``serve``.
         self.socket: Socket | None = None
-        self.transport: asyncio.BaseTransport | None = None
 
     def start(self) -> None:
         """Begin writing, after ``welcome``: the catch-up first, then what queued."""
@@ -175,8 +173,8 @@ class Connection:
                 _close_quietly(self.websocket, code, reason), _CLOSE_TIMEOUT_S
             )
         except TimeoutError:
-            if self.transport is not None:
-                self.transport.abort()
+            if self.socket is not None:
+                self.socket.transport.abort()
         if self.receiving and self.handler is not None and not self.handler.done():
             self.handler.cancel()
 
@@ -332,28 +330,23 @@ class Gateway:
             for connection in list(devices.values()):
                 connection.cut(CLOSE_RESTART, "draining")
 
-    async def serve(
-        self,
-        websocket: WebSocket,
-        socket: Socket | None = None,
-        transport: asyncio.BaseTransport | None = None,
-    ) -> None:
+    async def serve(self, websocket: WebSocket, socket: Socket | None = None) -> None:
         """Run one device's connection. ``socket``, when the server gives
-        it, takes frames without ASGI; ``transport`` lets a connection whose
-        peer reads nothing be dropped."""
+        it, takes frames without ASGI and lets a connection whose peer reads
+        nothing be dropped; without it, such a socket waits for the operating
+        system's keepalive."""
         await websocket.accept()
         try:
             identity, hello = await self._greet(websocket)
             await self._check_cursor(identity, hello)
         except ParleyError as error:
-            await _refuse(websocket, error, transport)
+            await _refuse(websocket, error, socket)
             return
         except WebSocketDisconnect:
             return
 
         connection = self._register(websocket, identity, hello)
         connection.socket = socket
-        connection.transport = transport
         try:
             await self._open(connection, hello)
             await self._run(connection)
@@ -596,9 +589,7 @@ def _error_frame(ref: str | None, error: ParleyError) -> bytes:
 
 
 async def _refuse(
-    websocket: WebSocket,
-    error: ParleyError,
-    transport: asyncio.BaseTransport | None,
+    websocket: WebSocket, error: ParleyError, socket: Socket | None
 ) -> None:
     """Say why, and close; a peer that reads nothing cannot hear it, and
     loses its socket instead of holding it."""
@@ -608,8 +599,8 @@ async def _refuse(
             await websocket.send_text(_error_frame(None, error).decode())
             await _close_quietly(websocket, error.close_code, error.code)
     except TimeoutError:
-        if transport is not None:
-            transport.abort()
+        if socket is not None:
+            socket.transport.abort()
     except Exception:  # noqa: BLE001 - the peer may already be gone
         return
 

@@ -153,13 +153,10 @@ class Socket:
     def ready(self) -> bool:
         """A frame can go now: the socket is open, its send buffer below the
         transport's high-water mark, and not many frames held this turn."""
-        protocol = self._protocol
         return (
             len(self._outbox) < _MAX_HELD_FRAMES
-            and protocol.writable.is_set()
-            and not protocol.disconnected
-            and not protocol.close_sent
-            and not protocol.transport.is_closing()
+            and self._protocol.writable.is_set()
+            and not self.gone
         )
 
     async def wait_ready(self) -> None:
